@@ -1,0 +1,41 @@
+"""Write files so that they appear whole or not at all: temp file in the same directory, fsync, rename."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _temp_name(path: Path) -> Path:
+    # Dot-prefixed and unique per writer, so concurrent writers never share a temp file
+    # and a crashed writer's leftovers are recognisable.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
+    """Write table to path atomically; metadata goes into the schema's key-value metadata. Returns bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    tmp = _temp_name(path)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def read_parquet_metadata(path: Path) -> dict[str, str]:
+    """The key-value metadata written by write_parquet_atomic (reads the footer only)."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW")}
+

@@ -1,0 +1,3 @@
+from data.synthav.generate import main
+
+main()

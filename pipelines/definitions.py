@@ -1,0 +1,31 @@
+"""The code location: one asset group, two jobs and one sensor per declared dataset.
+
+    dagster dev -w workspace.yaml
+    dagster job execute -m pipelines.definitions -j synthav_vggsound_manifest_job
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.manifest import build_clip_manifest_asset
+from assets.shards import build_clip_shards_asset
+from pipelines.datasets import load_datasets
+from pipelines.jobs import manifest_job, shard_job
+from pipelines.partitions import shard_partitions
+from pipelines.resources import CachePaths
+from pipelines.sensors import build_dataset_sensor
+
+
+def build_definitions() -> dg.Definitions:
+    assets, jobs, sensors = [], [], []
+    for ds in load_datasets():
+        shards = shard_partitions(ds)
+        assets += [build_clip_manifest_asset(ds, shards), build_clip_shards_asset(ds, shards)]
+        ds_jobs = [manifest_job(ds), shard_job(ds, shards)]
+        jobs += ds_jobs
+        sensors.append(build_dataset_sensor(ds, shards, *ds_jobs))
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors, resources={"cache": CachePaths.from_env()})
+
+
+defs = build_definitions()
