@@ -22,7 +22,7 @@ def build_definitions() -> dg.Definitions:
     for ds in load_datasets():
         shards = shard_partitions(ds)
         assets += [build_clip_manifest_asset(ds, shards), build_clip_shards_asset(ds, shards)]
-        ds_jobs = [manifest_job(ds), shard_job(ds, shards)]
+        ds_jobs = [manifest_job(ds), shard_job(ds)]
         jobs += ds_jobs
         sensors.append(build_dataset_sensor(ds, shards, *ds_jobs))
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors, resources={"cache": CachePaths.from_env()})

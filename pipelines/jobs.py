@@ -23,8 +23,9 @@ def manifest_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
     )
 
 
-def shard_job(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition) -> UnresolvedAssetJobDefinition:
+def shard_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
+    """Partitioned by the dataset's shards (inferred from the selected assets)."""
     return dg.define_asset_job(
         shard_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "clip_shards"])),
-        partitions_def=shards, description=f"Build one {ds.name} shard partition.",
+        description=f"Build one {ds.name} shard partition.",
     )

@@ -11,6 +11,7 @@ they were (a dataset that grows, for the shard and sensor tests).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from data.synthav import layouts
+from data.synthav import layouts, media_io
 from data.synthav.layouts import RenderSettings
 
 # Items per split at scale 1: a 1000-item evaluation split (the papers' protocol) and a
@@ -39,6 +40,8 @@ DEFECTS: dict[str, tuple[str, ...]] = {
     "places": ("missing", "silent", "escape", "malformed", "corrupt"),
     "audiocaps": ("missing", "short", "malformed"),
 }
+
+STAMP = "SYNTHAV.json"  # written last: its presence means the generation finished
 
 MAKERS = {"vggsound": layouts.make_vggsound, "audioset": layouts.make_audioset,
           "places": layouts.make_places, "audiocaps": layouts.make_audiocaps}
@@ -103,7 +106,20 @@ def generate(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS))
         rows = pool.map(_make, tasks, chunksize=max(1, len(tasks) // (16 * cfg.workers)))
     for dataset in datasets:
         _write_index(cfg, dataset, [r for t, r in zip(tasks, rows) if t[0] == dataset])
-    return {d: sum(1 for t in tasks if t[0] == d) for d in datasets}
+    written = {d: sum(1 for t in tasks if t[0] == d) for d in datasets}
+    stamp = {"seed": cfg.seed, "scale": cfg.scale, "with_defects": cfg.with_defects, "items": written}
+    media_io.write_bytes(cfg.out / STAMP, (json.dumps(stamp, indent=1, sort_keys=True) + "\n").encode())
+    return written
+
+
+def is_generated(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS)) -> bool:
+    """True if cfg.out holds a finished generation with this seed, scale and dataset list."""
+    try:
+        stamp = json.loads((cfg.out / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return (stamp.get("seed"), stamp.get("scale"), stamp.get("with_defects"), sorted(stamp.get("items", {}))) == (
+        cfg.seed, cfg.scale, cfg.with_defects, sorted(datasets))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,9 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-defects", action="store_true")
     parser.add_argument("--datasets", nargs="+", default=list(DEMO_COUNTS), choices=list(DEMO_COUNTS))
+    parser.add_argument("--if-missing", action="store_true", help="do nothing if a finished generation with "
+                        "the same seed and scale is already there")
     args = parser.parse_args(argv)
     cfg = SynthAVConfig(out=args.out, scale=args.scale, seed=args.seed, workers=args.workers,
                         with_defects=not args.no_defects)
+    if args.if_missing and is_generated(cfg, tuple(args.datasets)):
+        print(f"SynthAV already generated in {cfg.out} (seed {cfg.seed}, scale {cfg.scale})")
+        return
     start = time.perf_counter()
     written = generate(cfg, tuple(args.datasets))
     print(f"SynthAV (seed {cfg.seed}, scale {cfg.scale}) -> {cfg.out}: "

@@ -33,15 +33,15 @@ class RenderSettings:
 
 # --------------------------------------------------------------------------- video datasets
 
-def _write_clip(path: Path, spec, rs: RenderSettings, seconds: float | None = None,
-                sample_rate: int = SAMPLE_RATE, channels: int = 1, silent: bool = False) -> None:
+def _clip_bytes(spec, rs: RenderSettings, seconds: float | None = None,
+                sample_rate: int = SAMPLE_RATE, channels: int = 1, silent: bool = False) -> bytes:
     frames = render.render_frames(spec, rs.fps, rs.height, rs.width, seconds)
     audio = render.render_audio(spec, sample_rate, seconds)
     if silent:
         audio = np.zeros_like(audio)
     if channels == 2:  # a second channel that differs, so "first channel" is observable
         audio = np.stack([audio, 0.5 * audio])
-    media_io.write_mp4(path, frames, rs.fps, audio, sample_rate)
+    return media_io.encode_mp4(frames, rs.fps, audio, sample_rate)
 
 
 def make_vggsound(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
@@ -70,23 +70,19 @@ def make_audioset(root: Path, rs: RenderSettings, split: str, index: int, defect
 
 def _write_media(path: Path, spec, rs: RenderSettings, defect: str, rng: np.random.Generator) -> None:
     """Write the clip, or the deliberately bad variant `defect` names."""
-    if defect == "missing" or defect == "malformed":
+    variants = {"": {}, "silent": {"silent": True}, "short": {"seconds": 3.0},
+                "stereo44k": {"sample_rate": 44100, "channels": 2}}
+    if defect in ("missing", "malformed"):
         return
     if defect == "corrupt":
-        media_io.write_bytes(path, rng.bytes(50_000))
-    elif defect == "truncated":
-        _write_clip(path, spec, rs)
-        media_io.write_bytes(path, path.read_bytes()[:20_000])
-    elif defect == "silent":
-        _write_clip(path, spec, rs, silent=True)
-    elif defect == "short":
-        _write_clip(path, spec, rs, seconds=3.0)
-    elif defect == "stereo44k":
-        _write_clip(path, spec, rs, sample_rate=44100, channels=2)
-    elif defect == "":
-        _write_clip(path, spec, rs)
+        data = rng.bytes(50_000)
+    elif defect == "truncated":  # a download cut short: header intact, the rest gone
+        data = _clip_bytes(spec, rs)[:20_000]
+    elif defect in variants:
+        data = _clip_bytes(spec, rs, **variants[defect])
     else:
         raise ValueError(f"unknown defect {defect!r}")
+    media_io.write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------- audio-only / speech datasets
@@ -118,7 +114,7 @@ def make_places(root: Path, rs: RenderSettings, split: str, index: int, defect: 
     scene = SCENES[spec.scene][0]
     token = rng.bytes(6).hex().upper()
     image = f"{scene[0]}/{scene}/gsun_{token.lower()}.jpg"
-    number = split_offset(split) + index
+    number = split_offset(split) + index + (8_000_000 if defect else 0)  # defects get numbers of their own
     wav = f"wavs/{number // 1000}/utterance_{number}.wav"
     if defect == "escape":
         wav = "../../outside/utterance_0.wav"

@@ -19,6 +19,10 @@ AAC_FRAME = 1024  # samples per AAC frame
 
 
 def _replace_atomically(data: bytes, path: Path) -> None:
+    """Write data to path via temp + rename; an identical existing file is left untouched
+    (its mtime too), so regenerating a grown dataset changes only the new files."""
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -52,10 +56,6 @@ def encode_mp4(frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int
             container.mux(sound.encode(frame))
         container.mux(sound.encode(None))
     return buffer.getvalue()
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray, sample_rate: int) -> None:
-    _replace_atomically(encode_mp4(frames, fps, audio, sample_rate), path)
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
