@@ -16,24 +16,24 @@ import pyarrow.parquet as pq
 
 from assets.manifest import manifest_summary
 from data.synthav.generate import SynthAVConfig, generate, is_generated
-from pipelines.datasets import REPO_ROOT
+from pipelines.datasets import REPO_ROOT, load_datasets
 from pipelines.definitions import defs
 from pipelines.jobs import manifest_job_name, shard_job_name
-from pipelines.datasets import load_datasets
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log
 
 
 def run_dataset(instance: dg.DagsterInstance, ds, cache: CachePaths) -> dict:
-    result = defs.resolve_job_def(manifest_job_name(ds)).execute_in_process(instance=instance)
+    result = defs.resolve_job_def(manifest_job_name(ds)).execute_in_process(instance=instance, run_config=QUIET)
     if not result.success:
         raise SystemExit(f"{manifest_job_name(ds)} failed (run {result.run_id})")
     shard_job = defs.resolve_job_def(shard_job_name(ds))
     shards = instance.get_dynamic_partitions(shard_partitions(ds).name)
     for key in shards:
-        if not shard_job.execute_in_process(instance=instance, partition_key=key).success:
+        if not shard_job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET).success:
             raise SystemExit(f"{shard_job.name} failed for shard {key}")
     return manifest_summary(pq.read_table(cache.manifest_path(ds.name)))
 

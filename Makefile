@@ -1,0 +1,34 @@
+# clipkt: `make demo` runs the pipeline on the bundled demo data, `make test` runs the tests.
+# Both create the virtual environment (.venv) first when it is missing or pyproject.toml changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)/data/dagster_home
+export CLIPKT_CACHE_ROOT ?= $(CURDIR)/data/cache
+
+.PHONY: demo test data ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m pipelines.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+data: $(STAMP)  ## only (re)generate the demo dataset
+	$(BIN)/python -m data.synthav --out data/demo --if-missing
+
+ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, with the demo's runs
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:  ## remove generated data, caches and the local Dagster instance (not the venv)
+	rm -rf data/demo data/cache data/dagster_home
