@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml:  # the local instance: SQLite storage under data/dagster_home, no telemetry
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m pipelines.demo
 
 test: $(STAMP)
@@ -26,8 +29,7 @@ test: $(STAMP)
 data: $(STAMP)  ## only (re)generate the demo dataset
 	$(BIN)/python -m data.synthav --out data/demo --if-missing
 
-ui: $(STAMP)  ## the Dagster UI on http://127.0.0.1:3000, with the demo's runs
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1:3000, with the demo's runs
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:  ## remove generated data, caches and the local Dagster instance (not the venv)

@@ -201,8 +201,16 @@ def parse_places(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) ->
     return rows
 
 
+def _check_listed_file(ds: DatasetConfig, relative: str) -> None:
+    """A metadata file the config names must exist (a config error, unlike a missing clip)."""
+    if not (ds.root / relative).is_file():
+        raise FileNotFoundError(f"{ds.source or ds.name}: metadata file {relative!r} not found under {ds.root}")
+
+
 def parse_metadata(ds: DatasetConfig, strict: bool = False) -> list[SourceRow]:
     """Every clip row of every metadata file of the dataset, in file order."""
+    for relative in [m.path for m in ds.metadata] + ([ds.label_map] if ds.label_map else []):
+        _check_listed_file(ds, relative)
     label_names = parse_audioset_labels(ds.root / ds.label_map) if ds.label_map else {}
     rows: list[SourceRow] = []
     for meta in ds.metadata:

@@ -154,3 +154,9 @@ def test_parse_metadata_on_generated_formats(synthav_root, tiny_configs):
         problems = [r.problem for r in rows if r.problem]
         assert len(problems) == 1, (ds.name, problems)  # exactly the one deliberately malformed entry
         assert len(rows) > 10
+
+
+def test_missing_metadata_file_names_config_and_file(tmp_path):
+    ds = config(tmp_path, "vggsound", metadata=["vggsound.csv"])
+    with pytest.raises(FileNotFoundError, match=r"t\.yaml: metadata file 'vggsound.csv' not found under"):
+        parse_metadata(ds)
