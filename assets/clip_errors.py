@@ -14,6 +14,7 @@ ERROR_KINDS = (
     "odd_channels",     # no channels, or more than the stage accepts
     "timeout",          # the decoder did not finish within the per-clip time bound
     "worker_died",      # the worker process died on this clip (segfault, OOM kill)
+    "internal_error",   # an unexpected exception: a bug rather than bad data (the stage fails if every clip hits it)
 )
 
 

@@ -121,7 +121,9 @@ def sample_event(rng: np.random.Generator, cls: int, seconds: float, whole_clip:
     if whole_clip:
         onset, duration = 0.0, seconds
     else:
-        duration = float(rng.uniform(2.0, 4.5))
+        # Longer than the 3.3 s between sampled frames, shorter than two gaps: of 4 frames
+        # evenly spaced over 10 s, one or two show the object, never none or all.
+        duration = float(rng.uniform(3.5, 5.5))
         onset = float(rng.uniform(0.0, seconds - duration))
     return Event(
         cls=cls,

@@ -1,0 +1,175 @@
+"""Run a per-clip function on worker processes, with a time bound per clip.
+
+Decoders hang on some files (decord's issue tracker has several), and a hung C call
+cannot be interrupted from Python: the only safe bound is a separate process that can be
+killed. Each worker gets one clip at a time; a clip over `timeout_s` gets its worker
+killed and becomes a `timeout` error, a worker that dies becomes `worker_died`, and the
+rest of the shard carries on with a fresh worker. Results come back in task order
+(a reorder buffer of at most `workers` entries), so callers can stream them to disk.
+
+Memory: a worker handles one clip at a time; after a clip that leaves its resident set
+above `max_rss_mb` it is replaced (decoders and libraries that leak per call cannot
+grow without bound). Peak RSS per worker is reported in PoolStats.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from assets.clip_errors import ClipError
+
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE_MB
+
+
+@dataclass
+class ClipResult:
+    index: int
+    value: Any = None
+    error_kind: str = ""
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_kind
+
+
+@dataclass
+class PoolStats:
+    workers: int
+    peak_rss_mb: float = 0.0  # largest resident set any worker reached
+    timeouts: int = 0
+    worker_restarts: int = 0
+    busy_seconds: float = 0.0  # summed per-clip time inside workers
+    per_worker_peak_mb: list[float] = field(default_factory=list)
+
+
+def _worker(fn: Callable, init: Callable | None, conn: Connection) -> None:
+    parent = os.getppid()
+    if init is not None:
+        init()
+    while True:
+        # Forked siblings hold copies of this pipe, so a killed parent does not always
+        # close it: poll, and leave when orphaned.
+        if not conn.poll(1.0):
+            if os.getppid() != parent:
+                return
+            continue
+        msg = conn.recv()
+        if msg is None:
+            return
+        index, task = msg
+        start = time.perf_counter()
+        try:
+            result = ClipResult(index, value=fn(task))
+        except ClipError as err:
+            result = ClipResult(index, error_kind=err.kind, error=str(err))
+        except Exception as err:  # a bug, not bad data: keep the cause for the report
+            tb = traceback.format_exception_only(type(err), err)[-1].strip()
+            result = ClipResult(index, error_kind="internal_error", error=f"{task!r}: {tb}")
+        result.seconds = time.perf_counter() - start
+        conn.send((result, current_rss_mb()))
+
+
+class _Slot:
+    """One worker process and the task it is working on."""
+
+    def __init__(self, ctx, fn, init):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(fn, init, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: int | None = None
+        self.started = 0.0
+        self.peak_mb = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def run_pool(fn: Callable[[Any], Any], tasks: Sequence, workers: int = 2, timeout_s: float = 60.0,
+             max_rss_mb: float = 4096.0, init: Callable | None = None, start_method: str = "fork",
+             stats: PoolStats | None = None) -> Iterator[ClipResult]:
+    """Yield fn(task) for every task, in order, as ClipResults (errors recorded, never raised)."""
+    stats = stats if stats is not None else PoolStats(workers)
+    ctx = mp.get_context(start_method)
+    slots = [_Slot(ctx, fn, init) for _ in range(min(max(1, workers), len(tasks)))]
+    done: dict[int, ClipResult] = {}
+    next_task, next_out = 0, 0
+    try:
+        while next_out < len(tasks):
+            for slot in slots:  # hand out work, one clip per idle worker
+                if slot.task is None and next_task < len(tasks):
+                    slot.conn.send((next_task, tasks[next_task]))
+                    slot.task, slot.started = next_task, time.perf_counter()
+                    next_task += 1
+            busy = [s for s in slots if s.task is not None]
+            deadline = min(s.started for s in busy) + timeout_s
+            ready = wait([s.conn for s in busy], timeout=max(0.0, deadline - time.perf_counter()))
+            for i, slot in enumerate(slots):
+                if slot.task is None:
+                    continue
+                if slot.conn in ready:
+                    slots[i] = _collect(slot, done, stats, max_rss_mb, ctx, fn, init)
+                elif time.perf_counter() - slot.started > timeout_s:
+                    done[slot.task] = ClipResult(slot.task, error_kind="timeout", error=(
+                        f"{tasks[slot.task]!r}: no result after {timeout_s:.0f} s; worker killed"),
+                        seconds=timeout_s)
+                    stats.timeouts += 1
+                    slots[i] = _replace(slot, stats, ctx, fn, init, kill=True)
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+    finally:
+        for slot in slots:
+            stats.per_worker_peak_mb.append(round(slot.peak_mb, 1))
+            slot.stop(kill=slot.task is not None)
+
+
+def _collect(slot: _Slot, done: dict, stats: PoolStats, max_rss_mb: float, ctx, fn, init) -> _Slot:
+    try:
+        result, rss = slot.conn.recv()
+    except (EOFError, OSError):  # the worker died mid-clip (segfault, OOM killer)
+        code = slot.proc.exitcode
+        done[slot.task] = ClipResult(slot.task, error_kind="worker_died",
+                                     error=f"worker exited with code {code} while on task {slot.task}")
+        return _replace(slot, stats, ctx, fn, init, kill=True)
+    done[result.index] = result
+    stats.busy_seconds += result.seconds
+    slot.peak_mb = max(slot.peak_mb, rss)
+    stats.peak_rss_mb = max(stats.peak_rss_mb, rss)
+    slot.task = None
+    if rss > max_rss_mb:
+        return _replace(slot, stats, ctx, fn, init, kill=False)
+    return slot
+
+
+def _replace(slot: _Slot, stats: PoolStats, ctx, fn, init, kill: bool) -> _Slot:
+    slot.task = None
+    stats.per_worker_peak_mb.append(round(slot.peak_mb, 1))
+    slot.stop(kill=kill)
+    stats.worker_restarts += 1
+    return _Slot(ctx, fn, init)
