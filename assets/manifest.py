@@ -161,7 +161,7 @@ def dataset_fingerprint(ds: DatasetConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def _markdown(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
     if not rows:
         return "(none)"
     head = list(rows[0])
@@ -197,8 +197,8 @@ def build_clip_manifest_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDef
             "path": dg.MetadataValue.path(str(path)), "bytes": n_bytes,
             "clips": s["clips"], "ok": s["ok"], "coverage_pct": s["coverage_pct"],
             "by_status": s["by_status"], "shards": s["shards"], "new_shards": len(new),
-            "counts_by_split": dg.MetadataValue.md(_markdown(s["by_split_status"])),
-            "first_errors": dg.MetadataValue.md(_markdown(s["first_errors"])),
+            "counts_by_split": dg.MetadataValue.md(markdown_table(s["by_split_status"])),
+            "first_errors": dg.MetadataValue.md(markdown_table(s["first_errors"])),
         })
 
     return clip_manifest

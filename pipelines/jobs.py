@@ -1,4 +1,4 @@
-"""Jobs: per dataset, one that rebuilds the manifest and one that builds a shard partition."""
+"""Jobs: per dataset, one that rebuilds the manifest, one that builds a shard partition, one for stats."""
 
 from __future__ import annotations
 
@@ -23,9 +23,20 @@ def manifest_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
     )
 
 
-def shard_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
-    """Partitioned by the dataset's shards (inferred from the selected assets)."""
+def stats_job_name(ds: DatasetConfig) -> str:
+    return f"{ds.name}_stats_job"
+
+
+def shard_job(ds: DatasetConfig, shard_assets: list[dg.AssetsDefinition]) -> UnresolvedAssetJobDefinition:
+    """One shard partition of every per-shard asset (partitioning inferred from the assets)."""
     return dg.define_asset_job(
-        shard_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "clip_shards"])),
-        description=f"Build one {ds.name} shard partition.",
+        shard_job_name(ds), selection=dg.AssetSelection.assets(*shard_assets),
+        description=f"Build one {ds.name} shard: its member list and caches.",
+    )
+
+
+def stats_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        stats_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "fbank_stats"])),
+        description=f"Recompute {ds.name}'s FBANK normalisation statistics from its fbank_cache shards.",
     )

@@ -38,11 +38,16 @@ def test_repo_definitions_graph_snapshot():
     graph = defs.resolve_asset_graph()
     keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     names = ("synthav_audiocaps", "synthav_audioset", "synthav_places", "synthav_vggsound")
-    assert keys == sorted(f"{n}/{a}" for n in names for a in ("clip_manifest", "clip_shards"))
+    common = ("clip_manifest", "clip_shards", "fbank_cache", "fbank_stats")
+    expected = [f"{n}/{a}" for n in names for a in common]
+    expected += [f"{n}/frame_cache" for n in names if n != "synthav_audiocaps"] + ["synthav_places/logmel_cache"]
+    assert keys == sorted(expected)
     for n in names:
         node = graph.get(dg.AssetKey([n, "clip_shards"]))
         assert node.parent_keys == {dg.AssetKey([n, "clip_manifest"])}
         assert node.partitions_def == dg.DynamicPartitionsDefinition(name=f"{n}_shards")
+        assert graph.get(dg.AssetKey([n, "fbank_cache"])).parent_keys == {dg.AssetKey([n, "clip_shards"])}
+        assert graph.get(dg.AssetKey([n, "fbank_stats"])).parent_keys == {dg.AssetKey([n, "fbank_cache"])}
     assert sorted(s.name for s in defs.sensors) == sorted(f"{n}_files_sensor" for n in names)
 
 
