@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -84,16 +85,20 @@ def _worker(fn: Callable, init: Callable | None, conn: Connection) -> None:
 
 
 class _Slot:
-    """One worker process and the task it is working on."""
+    """One worker process and the clips sent to it (the first is being worked on)."""
 
     def __init__(self, ctx, fn, init):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker, args=(fn, init, child), daemon=True)
         self.proc.start()
         child.close()
-        self.task: int | None = None
-        self.started = 0.0
+        self.queue: deque[int] = deque()
+        self.started = 0.0  # when the worker began the first queued clip
         self.peak_mb = 0.0
+
+    @property
+    def task(self) -> int | None:
+        return self.queue[0] if self.queue else None
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -112,63 +117,82 @@ class _Slot:
 
 def run_pool(fn: Callable[[Any], Any], tasks: Sequence, workers: int = 2, timeout_s: float = 60.0,
              max_rss_mb: float = 4096.0, init: Callable | None = None, start_method: str = "fork",
-             stats: PoolStats | None = None) -> Iterator[ClipResult]:
-    """Yield fn(task) for every task, in order, as ClipResults (errors recorded, never raised)."""
+             stats: PoolStats | None = None, prefetch: int = 2) -> Iterator[ClipResult]:
+    """Yield fn(task) for every task, in order, as ClipResults (errors recorded, never raised).
+
+    Each worker holds up to `prefetch` clips, so it starts the next one while the caller is
+    still writing the previous results.
+    """
     stats = stats if stats is not None else PoolStats(workers)
     ctx = mp.get_context(start_method)
     slots = [_Slot(ctx, fn, init) for _ in range(min(max(1, workers), len(tasks)))]
+    pending = deque(range(len(tasks)))
     done: dict[int, ClipResult] = {}
-    next_task, next_out = 0, 0
+    next_out = 0
     try:
         while next_out < len(tasks):
-            for slot in slots:  # hand out work, one clip per idle worker
-                if slot.task is None and next_task < len(tasks):
-                    slot.conn.send((next_task, tasks[next_task]))
-                    slot.task, slot.started = next_task, time.perf_counter()
-                    next_task += 1
-            busy = [s for s in slots if s.task is not None]
+            _hand_out(slots, tasks, pending, prefetch)
+            busy = [s for s in slots if s.queue]
             deadline = min(s.started for s in busy) + timeout_s
             ready = wait([s.conn for s in busy], timeout=max(0.0, deadline - time.perf_counter()))
             for i, slot in enumerate(slots):
-                if slot.task is None:
+                if not slot.queue:
                     continue
                 if slot.conn in ready:
-                    slots[i] = _collect(slot, done, stats, max_rss_mb, ctx, fn, init)
+                    slots[i] = _collect(slot, done, stats, max_rss_mb, ctx, fn, init, pending)
                 elif time.perf_counter() - slot.started > timeout_s:
-                    done[slot.task] = ClipResult(slot.task, error_kind="timeout", error=(
-                        f"{tasks[slot.task]!r}: no result after {timeout_s:.0f} s; worker killed"),
-                        seconds=timeout_s)
+                    head = slot.queue.popleft()
+                    done[head] = ClipResult(head, error_kind="timeout", error=(
+                        f"{tasks[head]!r}: no result after {timeout_s:.0f} s; worker killed"), seconds=timeout_s)
                     stats.timeouts += 1
-                    slots[i] = _replace(slot, stats, ctx, fn, init, kill=True)
+                    slots[i] = _replace(slot, stats, ctx, fn, init, pending, kill=True)
+            # Refill before yielding: the caller's work on a result (writing rows) then
+            # overlaps with the workers' next clips instead of leaving them idle.
+            _hand_out(slots, tasks, pending, prefetch)
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1
     finally:
         for slot in slots:
             stats.per_worker_peak_mb.append(round(slot.peak_mb, 1))
-            slot.stop(kill=slot.task is not None)
+            slot.stop(kill=bool(slot.queue))
 
 
-def _collect(slot: _Slot, done: dict, stats: PoolStats, max_rss_mb: float, ctx, fn, init) -> _Slot:
+def _hand_out(slots: list[_Slot], tasks: Sequence, pending: deque, prefetch: int) -> None:
+    """Top every worker up to `prefetch` queued clips."""
+    for slot in slots:
+        while len(slot.queue) < prefetch and pending:
+            index = pending.popleft()
+            slot.conn.send((index, tasks[index]))
+            if not slot.queue:
+                slot.started = time.perf_counter()
+            slot.queue.append(index)
+
+
+def _collect(slot: _Slot, done: dict, stats: PoolStats, max_rss_mb: float, ctx, fn, init,
+             pending: deque) -> _Slot:
     try:
         result, rss = slot.conn.recv()
     except (EOFError, OSError):  # the worker died mid-clip (segfault, OOM killer)
-        code = slot.proc.exitcode
-        done[slot.task] = ClipResult(slot.task, error_kind="worker_died",
-                                     error=f"worker exited with code {code} while on task {slot.task}")
-        return _replace(slot, stats, ctx, fn, init, kill=True)
+        head = slot.queue.popleft()
+        done[head] = ClipResult(head, error_kind="worker_died",
+                                error=f"worker exited with code {slot.proc.exitcode} while on task {head}")
+        return _replace(slot, stats, ctx, fn, init, pending, kill=True)
     done[result.index] = result
     stats.busy_seconds += result.seconds
     slot.peak_mb = max(slot.peak_mb, rss)
     stats.peak_rss_mb = max(stats.peak_rss_mb, rss)
-    slot.task = None
+    slot.queue.popleft()
+    slot.started = time.perf_counter()  # the worker moves straight on to its next queued clip
     if rss > max_rss_mb:
-        return _replace(slot, stats, ctx, fn, init, kill=False)
+        return _replace(slot, stats, ctx, fn, init, pending, kill=bool(slot.queue))
     return slot
 
 
-def _replace(slot: _Slot, stats: PoolStats, ctx, fn, init, kill: bool) -> _Slot:
-    slot.task = None
+def _replace(slot: _Slot, stats: PoolStats, ctx, fn, init, pending: deque, kill: bool) -> _Slot:
+    """A fresh worker for this slot; clips queued on the old one go back to the front of the line."""
+    pending.extendleft(reversed(slot.queue))
+    slot.queue.clear()
     stats.per_worker_peak_mb.append(round(slot.peak_mb, 1))
     slot.stop(kill=kill)
     stats.worker_restarts += 1
