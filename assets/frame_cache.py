@@ -52,7 +52,7 @@ def quiet_decoders() -> None:
 
 
 def frame_spec(p: FrameParams, picture_only: bool) -> CacheSpec:
-    params = asdict(p) | {"num_frames": 1 if picture_only else p.num_frames, "source": "image" if picture_only else "video"}
+    params = asdict(p) | {"source": "image" if picture_only else "video"}
     return CacheSpec("frame_cache", CODE_VERSION, params, FRAME_FIELDS, {"clipkt.frame_format": "jpeg"})
 
 
@@ -78,7 +78,7 @@ def build_frame_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
                         jpeg_quality=config.jpeg_quality, still_threshold=config.still_threshold)
         build, result = run_cache_stage(
             context, ds, cache, "frame_cache", frame_spec(p, picture_only),
-            lambda m: (*member_paths(ds, m), p) if picture_only else (member_paths(ds, m)[0], "", p),
+            lambda m: (*member_paths(ds, m), p),  # Places rows have an image path, video rows do not
             frame_row, config, init=quiet_decoders)
         still = pq.read_table(build.path, columns=["still"]).column("still").to_pylist()
         result.metadata["still_clips"] = dg.MetadataValue.int(sum(1 for x in still if x) if not picture_only else 0)
