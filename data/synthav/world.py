@@ -14,7 +14,7 @@ seeds' methods meaningful on this data:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -97,7 +97,6 @@ class ClipSpec:
     seconds: float = CLIP_SECONDS
     still: bool = False  # a still picture over the audio, as some VGGSound uploads are
     noise_seed: int = 0  # seeds the ambience and timbre noise at render time
-    extras: dict = field(default_factory=dict, compare=False)
 
     @property
     def classes(self) -> list[int]:
