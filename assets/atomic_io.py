@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,21 +18,29 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
-    """Write table to path atomically; metadata goes into the schema's key-value metadata. Returns bytes."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path next to `path`; when the block succeeds the temp file is fsynced and
+    renamed over `path`, when it fails (or is interrupted) the temp file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if metadata:
-        merged = dict(table.schema.metadata or {})
-        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(merged)
     tmp = _temp_name(path)
     try:
-        pq.write_table(table, tmp)
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> int:
+    """Write table to path atomically; metadata goes into the schema's key-value metadata. Returns bytes."""
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path.stat().st_size
 
 

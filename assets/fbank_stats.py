@@ -21,6 +21,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 
+from assets.atomic_io import atomic_path
 from assets.dataset_config import DatasetConfig
 from pipelines.resources import CachePaths
 
@@ -141,10 +142,8 @@ def build_fbank_stats_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
         stats = stats_from_moments(moments, clips, config.per_bin) | {"splits": config.splits, "shards": keys,
                                                                       "include_padding": config.include_padding}
         out = cache.dataset_dir(ds.name) / "fbank_stats.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(stats, indent=1))
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(stats, indent=1))
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(out)), "mean": round(stats["mean"], 4), "std": round(stats["std"], 4),
             "clips": clips, "frames": stats["frames"], "splits": config.splits, "constant_bins": stats["constant_bins"],

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.atomic_io import atomic_path
 from assets.clip_pool import PoolStats, run_pool
 
 # What identifies a clip's inputs: its manifest status and its files' sizes and mtimes.
@@ -149,22 +148,21 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
     stats = PoolStats(workers)
     results = run_pool(compute, [task_of(m) for m in todo], workers, timeout_s, max_rss_mb, init, stats=stats)
     build = ShardBuild(path, fingerprint, skipped=False, computed=len(todo), reused=len(reuse), pool=stats)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The workers own the cores: Arrow's own encoding threads in this process would compete
-    # with them (measured: 15% slower per clip with 1 worker on 2 cores).
-    arrow_threads = pa.cpu_count()
-    pa.set_cpu_count(1)
     schema = spec.schema.with_metadata({**spec.schema_metadata,
                                         "clipkt.stage": spec.stage, "clipkt.params": spec.params_digest,
                                         "clipkt.params_json": json.dumps(spec.params, sort_keys=True),
                                         "clipkt.fingerprint": fingerprint})
+    # The workers own the cores: Arrow's own encoding threads in this process would compete
+    # with them (measured: 15% slower per clip with 1 worker on 2 cores).
+    arrow_threads = pa.cpu_count()
+    pa.set_cpu_count(1)
     try:
         # The big per-clip blobs (float16 features, JPEG frames) are unique and barely
         # compressible: no dictionary, no compression; the small columns get both.
         small = [name for name, _ in spec.schema_fields_small()]
         compression = {name: ("snappy" if name in small else "none") for name in schema.names}
-        with pq.ParquetWriter(tmp, schema, use_dictionary=small, compression=compression) as writer:
+        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=small,
+                                                       compression=compression) as writer:
             done = 0
             for chunk_start in range(0, len(rows), row_group):
                 chunk = rows[chunk_start:chunk_start + row_group]
@@ -172,12 +170,8 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
                 done += len(chunk)
                 if progress:
                     progress(done, len(rows))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     finally:
         results.close()  # stops the workers if we got here by an exception
-        tmp.unlink(missing_ok=True)
         pa.set_cpu_count(arrow_threads)
     summary = _summary(path, fingerprint, skipped=False, seconds=time.perf_counter() - start)
     build.rows, build.status_counts, build.first_errors = summary.rows, summary.status_counts, summary.first_errors
