@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+AssetJob = UnresolvedAssetJobDefinition  # what define_asset_job returns (dagster exports no public name for it)
+
 from assets.dataset_config import DatasetConfig
 
 
@@ -16,7 +18,7 @@ def shard_job_name(ds: DatasetConfig) -> str:
     return f"{ds.name}_shard_job"
 
 
-def manifest_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
+def manifest_job(ds: DatasetConfig) -> AssetJob:
     return dg.define_asset_job(
         manifest_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "clip_manifest"])),
         description=f"Re-read {ds.name}'s metadata and files; registers new shards.",
@@ -27,7 +29,7 @@ def stats_job_name(ds: DatasetConfig) -> str:
     return f"{ds.name}_stats_job"
 
 
-def shard_job(ds: DatasetConfig, shard_assets: list[dg.AssetsDefinition]) -> UnresolvedAssetJobDefinition:
+def shard_job(ds: DatasetConfig, shard_assets: list[dg.AssetsDefinition]) -> AssetJob:
     """One shard partition of every per-shard asset (partitioning inferred from the assets)."""
     return dg.define_asset_job(
         shard_job_name(ds), selection=dg.AssetSelection.assets(*shard_assets),
@@ -35,7 +37,7 @@ def shard_job(ds: DatasetConfig, shard_assets: list[dg.AssetsDefinition]) -> Unr
     )
 
 
-def stats_job(ds: DatasetConfig) -> UnresolvedAssetJobDefinition:
+def stats_job(ds: DatasetConfig) -> AssetJob:
     return dg.define_asset_job(
         stats_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "fbank_stats"])),
         description=f"Recompute {ds.name}'s FBANK normalisation statistics from its fbank_cache shards.",

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 import pyarrow.parquet as pq
 
 from assets.atomic_io import read_parquet_metadata
 from assets.dataset_config import DatasetConfig
 from assets.manifest import dataset_fingerprint
 from assets.shard_plan import DIGEST_COLUMNS, shard_digests
+from pipelines.jobs import AssetJob
 from pipelines.resources import CachePaths
 
 
@@ -60,8 +60,8 @@ def _built_digests(cache: CachePaths, ds: DatasetConfig, shards: list[str]) -> d
 
 
 def build_dataset_sensor(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition,
-                         manifest_job: UnresolvedAssetJobDefinition,
-                         shard_job: UnresolvedAssetJobDefinition,
+                         manifest_job: AssetJob,
+                         shard_job: AssetJob,
                          minimum_interval_seconds: int = 120) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{ds.name}_files_sensor", jobs=[manifest_job, shard_job],

@@ -1,6 +1,5 @@
 """assets/audio_features.py on real speech (espeak) and real containers (wav, flac, AAC mp4)."""
 
-import io
 import wave
 
 import av
