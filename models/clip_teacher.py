@@ -231,11 +231,16 @@ class ClipTeacher:
 
     @torch.no_grad()
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB frames, already resized + centre-cropped -> (N, D) float32, unit norm."""
+        """(N, S, S, 3) uint8 RGB frames, already resized + centre-cropped -> (N, D) float32, unit norm.
+
+        Frames at the model's input size (the frame cache's 224x224 crops for ViT-B/32) go
+        straight in. Square frames of another size are resized to it with antialiased
+        bilinear interpolation first: the demo's tiny teacher takes 64x64 and was fitted on
+        the same downscale of the same crops (`models.tiny_clip.preprocess_images`)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-        if tuple(frames.shape[1:3]) != self.image_size:
+        if frames.shape[1] != frames.shape[2] and tuple(frames.shape[1:3]) != self.image_size:
             raise ValueError(
                 f"frames are {frames.shape[1]}x{frames.shape[2]} but {self.model_name} expects "
                 f"{self.image_size[0]}x{self.image_size[1]} (resize + centre-crop them first)"
@@ -244,6 +249,8 @@ class ClipTeacher:
         for i in range(0, len(frames), self.spec.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.spec.batch_size])).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)  # ToTensor
+            if tuple(x.shape[-2:]) != self.image_size:
+                x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
             x = (x - self._mean_t) / self._std_t  # Normalize
             with self._autocast():
                 emb = self.model.encode_image(x)

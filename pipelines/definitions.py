@@ -1,4 +1,9 @@
-"""The code location: one asset group, three jobs and one sensor per declared dataset.
+"""The code location: per declared dataset one asset group, five jobs and one sensor; plus the
+demo's tiny CLIP teacher (group `teacher`), fitted on the first Places-format dataset.
+
+The CLIP teacher resource comes from the environment (`ClipTeacherResource.from_env`):
+ViT-B-32/openai by default, the tiny teacher with CLIPKT_TEACHER=tiny (the Makefile's choice
+for the demo), in which case the embedding assets depend on teacher/tiny_clip.
 
     dagster dev -w workspace.yaml
     dagster job execute -m pipelines.definitions -j synthav_vggsound_manifest_job
@@ -6,34 +11,51 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from assets.audio_cache import build_fbank_cache_asset, build_logmel_cache_asset
+from assets.clip_embeddings import build_image_embeddings_asset, build_text_embeddings_asset
 from assets.fbank_stats import build_fbank_stats_asset
 from assets.frame_cache import build_frame_cache_asset
 from assets.manifest import build_clip_manifest_asset
+from assets.neighbor_tables_asset import build_neighbor_tables_asset
 from assets.shards import build_clip_shards_asset
+from assets.tiny_teacher import TINY_TEACHER_KEY, build_tiny_teacher_asset
 from pipelines.datasets import load_datasets
-from pipelines.jobs import manifest_job, shard_job, stats_job
+from pipelines.jobs import embedding_job, manifest_job, neighbors_job, shard_job, stats_job, teacher_job
 from pipelines.partitions import shard_partitions
-from pipelines.resources import CachePaths
+from pipelines.resources import CachePaths, ClipTeacherResource
 from pipelines.sensors import build_dataset_sensor
 
 
 def build_definitions() -> dg.Definitions:
+    cache = CachePaths.from_env()
+    datasets = load_datasets()
+    teacher_ds = next((ds for ds in datasets if ds.format == "places"), None)
+    tiny_teacher = teacher_ds is not None and os.environ.get("CLIPKT_TEACHER") == "tiny"
+    teacher_dep = TINY_TEACHER_KEY if tiny_teacher else None
     assets, jobs, sensors = [], [], []
-    for ds in load_datasets():
+    for ds in datasets:
         shards = shard_partitions(ds)
         per_shard = [build_clip_shards_asset(ds, shards), build_fbank_cache_asset(ds, shards)]
+        embeddings = [build_text_embeddings_asset(ds, shards, teacher_dep)]
         if ds.format != "audiocaps":  # AudioCaps is audio only
             per_shard.append(build_frame_cache_asset(ds, shards))
+            embeddings.append(build_image_embeddings_asset(ds, shards, teacher_dep))
         if ds.format == "places":  # spoken captions: DaveNet's log-mel input too
             per_shard.append(build_logmel_cache_asset(ds, shards))
-        assets += [build_clip_manifest_asset(ds, shards), *per_shard, build_fbank_stats_asset(ds, shards)]
+        assets += [build_clip_manifest_asset(ds, shards), *per_shard, build_fbank_stats_asset(ds, shards),
+                   *embeddings, build_neighbor_tables_asset(ds, shards)]
         ds_jobs = [manifest_job(ds), shard_job(ds, per_shard)]
-        jobs += [*ds_jobs, stats_job(ds)]
+        jobs += [*ds_jobs, stats_job(ds), embedding_job(ds, embeddings), neighbors_job(ds)]
         sensors.append(build_dataset_sensor(ds, shards, *ds_jobs))
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors, resources={"cache": CachePaths.from_env()})
+    if teacher_ds is not None:
+        assets.append(build_tiny_teacher_asset(teacher_ds, shard_partitions(teacher_ds)))
+        jobs.append(teacher_job(TINY_TEACHER_KEY))
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
+                          resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache)})
 
 
 defs = build_definitions()

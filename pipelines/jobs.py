@@ -1,4 +1,5 @@
-"""Jobs: per dataset, one that rebuilds the manifest, one that builds a shard partition, one for stats."""
+"""Jobs: per dataset, the manifest, one shard's caches, FBANK stats, one shard's CLIP embeddings, the
+neighbour tables; and one job that fits the demo's tiny teacher."""
 
 from __future__ import annotations
 
@@ -42,3 +43,33 @@ def stats_job(ds: DatasetConfig) -> AssetJob:
         stats_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "fbank_stats"])),
         description=f"Recompute {ds.name}'s FBANK normalisation statistics from its fbank_cache shards.",
     )
+
+
+def embedding_job_name(ds: DatasetConfig) -> str:
+    return f"{ds.name}_embedding_job"
+
+
+def embedding_job(ds: DatasetConfig, embedding_assets: list[dg.AssetsDefinition]) -> AssetJob:
+    return dg.define_asset_job(
+        embedding_job_name(ds), selection=dg.AssetSelection.assets(*embedding_assets),
+        description=f"Embed one {ds.name} shard with the CLIP teacher: its frames and its captions (or label prompts).",
+    )
+
+
+def neighbors_job_name(ds: DatasetConfig) -> str:
+    return f"{ds.name}_neighbors_job"
+
+
+def neighbors_job(ds: DatasetConfig) -> AssetJob:
+    return dg.define_asset_job(
+        neighbors_job_name(ds), selection=dg.AssetSelection.assets(dg.AssetKey([ds.name, "neighbor_tables"])),
+        description=f"Mine {ds.name}'s org/t2t/t2i/i2t/i2i neighbour tables from its embeddings.",
+    )
+
+
+TEACHER_JOB = "tiny_teacher_job"
+
+
+def teacher_job(teacher_key: dg.AssetKey) -> AssetJob:
+    return dg.define_asset_job(TEACHER_JOB, selection=dg.AssetSelection.assets(teacher_key),
+                               description="Fit the demo's tiny CLIP teacher (offline machines).")

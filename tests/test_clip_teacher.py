@@ -72,7 +72,20 @@ def test_shapes_norms_dtype_and_batching(tiny, tmp_path):
     np.testing.assert_allclose(big.encode_images(frames), img, atol=1e-6)
     np.testing.assert_allclose(big.encode_texts(CAPTIONS), txt, atol=1e-6)
     with pytest.raises(ValueError, match="expects 32x32"):
-        teacher.encode_images(_frames(2, size=40))
+        teacher.encode_images(np.zeros((2, 32, 40, 3), np.uint8))
+
+
+def test_larger_square_frames_are_downscaled_like_the_tiny_teacher_fit(tiny):
+    """64x64 crops reach the 32x32 model through the same antialiased bilinear resize as
+    models.tiny_clip.preprocess_images (what the demo teacher was fitted on)."""
+    from models.tiny_clip import preprocess_images
+
+    model, _, teacher = tiny
+    frames = _frames(5, size=64, seed=3)
+    with torch.no_grad():
+        direct = model.encode_image(preprocess_images(frames, 32))
+    direct = (direct / direct.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(teacher.encode_images(frames), direct, atol=1e-6)
 
 
 def test_frozen_and_described(tiny):
