@@ -20,6 +20,10 @@ $(DAGSTER_HOME)/dagster.yaml:  # the local instance: SQLite storage under data/d
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\n' > $@
 
+# the demo's CLIP teacher: a tiny open_clip model fitted on SynthAV (no pretrained weights offline);
+# `CLIPKT_TEACHER=open_clip make ui` uses ViT-B-32/openai (or CLIPKT_TEACHER_WEIGHTS) instead
+demo ui: export CLIPKT_TEACHER ?= tiny
+
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m pipelines.demo
 

@@ -94,5 +94,6 @@ def embedding_problems(path: Path, tol: float = NORM_TOL) -> list[str]:
         elif not np.isfinite(v).all():
             problems.append(f"{clip_id}: non-finite values")
         elif np.abs(np.linalg.norm(v.astype(np.float64), axis=1) - 1).max() > tol:
-            problems.append(f"{clip_id}: norms {np.linalg.norm(v, axis=1).round(4).tolist()} are not 1")
+            norms = ", ".join(f"{x:.4f}" for x in np.linalg.norm(v.astype(np.float64), axis=1))
+            problems.append(f"{clip_id}: norms [{norms}] are not 1")
     return problems

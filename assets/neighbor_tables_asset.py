@@ -234,6 +234,9 @@ def _build(context, ds: DatasetConfig, config: NeighborTablesConfig, paths: dict
                                   + markdown_table([{"table": s.name} | {f"B={b}": round(f, 3) for b, f in s.batch_fraction.items()}
                                                     for s in cross]))
         meta["examples"] = _examples_md(cross, mined_texts)
+        meta["false_negative_k"] = config.false_negative_k
+        meta["same_neighbour_in_batch_of_128"] = {s.name: round(s.batch_fraction[128], 4)
+                                                  for s in cross if 128 in s.batch_fraction}
     if config.index != "flat":
         meta["approx_recall"] = markdown_table([{"table": s.name, f"recall@{s.k}": round(s.recall, 4),
                                                  "queries": min(len(mined), config.recall_queries)} for s in cross])

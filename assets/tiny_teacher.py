@@ -34,7 +34,7 @@ TINY_TEACHER_KEY = dg.AssetKey(["teacher", "tiny_clip"])
 
 class TinyTeacherConfig(dg.Config):
     train_splits: list[str] = ["train"]
-    eval_splits: list[str] = ["test"]
+    eval_splits: list[str] = ["val", "test"]  # Places audio captions: val; others: test
     eval_pairs: int = 1000  # the papers' 1000-item evaluation protocol
     epochs: int = 20
     batch_size: int = 128

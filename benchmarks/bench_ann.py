@@ -24,6 +24,7 @@ The verdict per index type takes the fastest setting reaching the target recall.
 
 import argparse
 import math
+import os
 import time
 from dataclasses import replace
 
@@ -86,8 +87,9 @@ def main() -> None:
 
     run_start = time.perf_counter()
     n_clusters = args.clusters or round(math.sqrt(args.n))
-    print(f"faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}, "
-          f"N={args.n} D={args.dim} Q={args.queries} k={args.k}, C={n_clusters} clusters, noise {args.noise}")
+    print(f"faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; N={args.n} D={args.dim} Q={args.queries} k={args.k}, "
+          f"C={n_clusters} clusters, noise {args.noise}")
     start = time.perf_counter()
     keys = clustered_unit_vectors(args.n, args.dim, n_clusters, args.noise, args.seed)
     query_rows = np.random.default_rng(args.seed + 1).choice(args.n, size=args.queries, replace=False)
@@ -148,7 +150,7 @@ def main() -> None:
         print(f"VERDICT {name}: {setting} recall@{args.k} {recall:.4f}: search {speedup:.1f}x "
               f"{status[speedup >= args.target_speedup]}, full table incl. build {table_speedup:.1f}x "
               f"{status[table_speedup >= args.target_speedup]} (target {args.target_speedup:g}x)")
-    print(f"total {time.perf_counter() - run_start:.0f} s")
+    print(f"total {time.perf_counter() - run_start:.0f} s, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

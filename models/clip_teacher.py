@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import socket
 from contextlib import contextmanager
@@ -111,6 +112,21 @@ def _hub_offline_if_unreachable():
         hc.HF_HUB_OFFLINE = old
 
 
+@contextmanager
+def _quiet_random_init_warning():
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" when built without a
+    tag; the teacher loads its checkpoint right after, so that warning would only mislead."""
+    def drop(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -182,13 +198,14 @@ class ClipTeacher:
 
         # build and load
         try:
-            model = open_clip.create_model(
-                name,
-                pretrained=None,
-                device="cpu",
-                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                force_preprocess_cfg={k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg} or None,
-            )
+            with _quiet_random_init_warning():
+                model = open_clip.create_model(
+                    name,
+                    pretrained=None,
+                    device="cpu",
+                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                    force_preprocess_cfg={k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg} or None,
+                )
             open_clip.load_checkpoint(model, checkpoint, strict=True)
         except Exception as e:
             raise TeacherLoadError(

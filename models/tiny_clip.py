@@ -1,8 +1,9 @@
 """A tiny open_clip model fitted on SynthAV image-caption pairs: the demo's CLIP teacher when
 no pretrained CLIP weights are available (no network, CPU only).
 
-Pure functions on in-memory arrays (torch + open_clip + numpy; file I/O only in the
-save/load helpers):
+Pure functions on in-memory arrays (torch + open_clip + numpy, no file I/O; the demo asset
+`teacher/tiny_clip` saves the state dict with `models.clip_teacher.save_weights`, and
+`ClipTeacher` loads it like any open_clip checkpoint):
 
 - `TINY_CLIP_CONFIG`: an open_clip model config (same structure as open_clip's
   `model_configs/*.json`; `create_tiny_clip` passes it to open_clip.model.CLIP directly).
@@ -33,8 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -271,33 +271,3 @@ def retrieval_recall(model: nn.Module, images: np.ndarray, captions: Sequence[st
     with torch.inference_mode():
         sim = encode_images(model, images) @ encode_texts(model, captions).T
     return recall_from_similarity(sim, ks)
-
-
-# --------------------------------------------------------------------------- save / load
-
-def save_tiny_clip(model: nn.Module, path: str | Path, config: dict | None = None,
-                   meta: dict | None = None) -> Path:
-    """The model config and state dict (plus free-form `meta`) in one torch file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model_name": MODEL_NAME, "config": copy.deepcopy(config or TINY_CLIP_CONFIG),
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "meta": meta or {}}, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_tiny_clip(path: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode with frozen parameters, meta) from `save_tiny_clip`'s file."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    model = create_tiny_clip(0, blob["config"])
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, blob.get("meta", {})
-
-
-def fit_config_dict(cfg: FitConfig) -> dict:
-    return asdict(cfg)

@@ -2,8 +2,10 @@
 
 For each dataset it runs `<name>_manifest_job` (which registers the shard partitions),
 then `<name>_shard_job` once per shard (member list, frame and audio caches), exactly the
-runs the dataset sensor would request, then `<name>_stats_job` (FBANK statistics). All
-runs are recorded in the Dagster instance at $DAGSTER_HOME, so that `dagster dev -w
+runs the dataset sensor would request, then `<name>_stats_job` (FBANK statistics). Then,
+with the tiny teacher (CLIPKT_TEACHER=tiny, set by the Makefile), `tiny_teacher_job` fits
+the demo's CLIP teacher on SynthAV Places; and for each dataset `<name>_embedding_job` runs
+once per shard and `<name>_neighbors_job` mines the neighbour tables. All runs are recorded in the Dagster instance at $DAGSTER_HOME, so that `dagster dev -w
 workspace.yaml` shows them afterwards.
 """
 
@@ -21,12 +23,49 @@ from assets.manifest import manifest_summary
 from data.synthav.generate import SynthAVConfig, generate, is_generated
 from pipelines.datasets import REPO_ROOT, load_datasets
 from pipelines.definitions import defs
-from pipelines.jobs import manifest_job_name, shard_job_name, stats_job_name
+from pipelines.jobs import (TEACHER_JOB, embedding_job_name, manifest_job_name, neighbors_job_name, shard_job_name,
+                           stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log
+
+
+def _run(instance: dg.DagsterInstance, job_name: str, partition_key: str | None = None) -> dg.ExecuteInProcessResult:
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=partition_key,
+                                                               run_config=QUIET)
+    if not result.success:
+        raise SystemExit(f"{job_name} failed" + (f" for shard {partition_key}" if partition_key else "")
+                         + f" (run {result.run_id}; `make ui` shows its log)")
+    return result
+
+
+def _metadata(result: dg.ExecuteInProcessResult, key: list[str]) -> dict:
+    """The metadata of the run's (last) materialisation of asset `key`."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key)]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def run_teacher(instance: dg.DagsterInstance) -> None:
+    m = _metadata(_run(instance, TEACHER_JOB), ["teacher", "tiny_clip"])
+    print(f"tiny CLIP teacher: fitted on {m['train_pairs']} pairs in {m['fit_seconds']:.0f} s"
+          f"{' (up to date, skipped)' if m['skipped_up_to_date'] else ''}; zero-shot R@1 on "
+          f"{m['eval_pairs']} held-out pairs: image->text {m['i2t_R@1']:.3f}, text->image {m['t2i_R@1']:.3f} "
+          f"(chance {1 / m['eval_pairs']:.3f})")
+
+
+def run_mining(instance: dg.DagsterInstance, ds) -> None:
+    start = time.perf_counter()
+    for key in instance.get_dynamic_partitions(shard_partitions(ds).name):
+        _run(instance, embedding_job_name(ds), key)
+    m = _metadata(_run(instance, neighbors_job_name(ds)), [ds.name, "neighbor_tables"])
+    zero_shot = f"; teacher R@1 image->text {m['teacher_i2t_R@1']:.3f}" if "teacher_i2t_R@1" in m else ""
+    print(f"    neighbours    {m['clips']} {'/'.join(m['splits'])} clips, k={m['k']}, "
+          f"tables {', '.join(m['tables'])}{zero_shot} ({time.perf_counter() - start:.0f} s)")
+    if m.get("same_neighbour_in_batch_of_128"):
+        print(f"    batch of 128  clips meeting one of their top-{m['false_negative_k']} neighbours: "
+              + ", ".join(f"{t} {f:.0%}" for t, f in m["same_neighbour_in_batch_of_128"].items()))
 
 
 def run_dataset(instance: dg.DagsterInstance, ds, cache: CachePaths) -> dict:
@@ -77,6 +116,11 @@ def main() -> None:
             print(f"    {stage:<13} {counts}")
         print(f"    fbank_stats   mean {s['stats']['mean']:.3f}, std {s['stats']['std']:.3f} over "
               f"{s['stats']['clips']} training clips")
+    if os.environ.get("CLIPKT_TEACHER") == "tiny":
+        run_teacher(instance)
+    for ds in load_datasets():
+        print(ds.name)
+        run_mining(instance, ds)
     print(f"runs recorded in {os.environ['DAGSTER_HOME']}; browse them with `make ui`")
 
 

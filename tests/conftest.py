@@ -1,11 +1,18 @@
 """Shared fixtures: a tiny SynthAV on disk and dataset YAMLs that point at it."""
 
+import os
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
 from data.synthav.generate import SynthAVConfig, generate
+from pipelines.resources import CachePaths
+
+# The tests choose their CLIP teacher themselves; the caller's environment must not leak in.
+for _var in ("CLIPKT_TEACHER", "CLIPKT_TEACHER_MODEL", "CLIPKT_TEACHER_PRETRAINED", "CLIPKT_TEACHER_WEIGHTS", "CLIPKT_DEVICE"):
+    os.environ.pop(_var, None)
 
 TINY_SCALE = 0.01  # 25 + 10 VGGSound clips, 10 + 4 Places items, ... plus the bad entries
 SHARD_SIZE = 8
@@ -37,3 +44,25 @@ def write_configs(directory: Path, data_root: Path, shard_size: int = SHARD_SIZE
 @pytest.fixture(scope="session")
 def tiny_configs(synthav_root, tmp_path_factory) -> Path:
     return write_configs(tmp_path_factory.mktemp("configs"), synthav_root)
+
+
+@pytest.fixture(scope="session")
+def built_caches(tiny_configs, tmp_path_factory):
+    """Tiny SynthAV VGGSound, Places and AudioCaps: manifest, every shard's caches, fbank stats.
+    Yields (definitions, instance, cache paths); CLIPKT_DATASETS_DIR and CLIPKT_CACHE_ROOT stay set."""
+    from pipelines.definitions import build_definitions
+
+    cache = CachePaths(cache_root=str(tmp_path_factory.mktemp("cache")))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPKT_DATASETS_DIR", str(tiny_configs))
+    mp.setenv("CLIPKT_CACHE_ROOT", cache.cache_root)
+    defs = build_definitions()
+    with dg.instance_for_test() as instance:
+        for name in ("synthav_vggsound", "synthav_places", "synthav_audiocaps"):
+            assert defs.resolve_job_def(f"{name}_manifest_job").execute_in_process(instance=instance).success
+            for key in instance.get_dynamic_partitions(f"{name}_shards"):
+                job = defs.resolve_job_def(f"{name}_shard_job")
+                assert job.execute_in_process(instance=instance, partition_key=key).success
+            assert defs.resolve_job_def(f"{name}_stats_job").execute_in_process(instance=instance).success
+        yield defs, instance, cache
+    mp.undo()

@@ -9,27 +9,12 @@ import pytest
 from assets.audio_cache import read_features
 from assets.fbank_stats import fbank_moments, normalise_fbank, stats_from_moments
 from assets.video_frames import decode_jpeg, resize_center_crop
-from pipelines.definitions import build_definitions
 from pipelines.resources import CachePaths
 
 
 @pytest.fixture(scope="module")
-def built(synthav_root, tiny_configs, tmp_path_factory):
-    """Every tiny SynthAV dataset: manifest, all shards with their caches, fbank stats."""
-    cache = CachePaths(cache_root=str(tmp_path_factory.mktemp("cache")))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLIPKT_DATASETS_DIR", str(tiny_configs))
-    mp.setenv("CLIPKT_CACHE_ROOT", cache.cache_root)
-    defs = build_definitions()
-    with dg.instance_for_test() as instance:
-        for name in ("synthav_vggsound", "synthav_places", "synthav_audiocaps"):
-            assert defs.resolve_job_def(f"{name}_manifest_job").execute_in_process(instance=instance).success
-            for key in instance.get_dynamic_partitions(f"{name}_shards"):
-                job = defs.resolve_job_def(f"{name}_shard_job")
-                assert job.execute_in_process(instance=instance, partition_key=key).success
-            assert defs.resolve_job_def(f"{name}_stats_job").execute_in_process(instance=instance).success
-        yield defs, instance, cache
-    mp.undo()
+def built(built_caches):
+    return built_caches
 
 
 def _rows(cache: CachePaths, dataset: str, stage: str) -> dict[str, dict]:

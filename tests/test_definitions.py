@@ -38,9 +38,9 @@ def test_repo_definitions_graph_snapshot():
     graph = defs.resolve_asset_graph()
     keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     names = ("synthav_audiocaps", "synthav_audioset", "synthav_places", "synthav_vggsound")
-    common = ("clip_manifest", "clip_shards", "fbank_cache", "fbank_stats")
-    expected = [f"{n}/{a}" for n in names for a in common]
-    expected += [f"{n}/frame_cache" for n in names if n != "synthav_audiocaps"] + ["synthav_places/logmel_cache"]
+    common = ("clip_manifest", "clip_shards", "fbank_cache", "fbank_stats", "clip_text_embeddings", "neighbor_tables")
+    expected = [f"{n}/{a}" for n in names for a in common] + ["teacher/tiny_clip", "synthav_places/logmel_cache"]
+    expected += [f"{n}/{a}" for n in names if n != "synthav_audiocaps" for a in ("frame_cache", "clip_image_embeddings")]
     assert keys == sorted(expected)
     for n in names:
         node = graph.get(dg.AssetKey([n, "clip_shards"]))
@@ -48,6 +48,13 @@ def test_repo_definitions_graph_snapshot():
         assert node.partitions_def == dg.DynamicPartitionsDefinition(name=f"{n}_shards")
         assert graph.get(dg.AssetKey([n, "fbank_cache"])).parent_keys == {dg.AssetKey([n, "clip_shards"])}
         assert graph.get(dg.AssetKey([n, "fbank_stats"])).parent_keys == {dg.AssetKey([n, "fbank_cache"])}
+        embeddings = {dg.AssetKey([n, "clip_text_embeddings"])}
+        if n != "synthav_audiocaps":
+            embeddings.add(dg.AssetKey([n, "clip_image_embeddings"]))
+            assert graph.get(dg.AssetKey([n, "clip_image_embeddings"])).parent_keys == {dg.AssetKey([n, "frame_cache"])}
+        assert graph.get(dg.AssetKey([n, "neighbor_tables"])).parent_keys == embeddings
+    assert graph.get(dg.AssetKey(["teacher", "tiny_clip"])).parent_keys == {
+        dg.AssetKey(["synthav_places", "frame_cache"]), dg.AssetKey(["synthav_places", "clip_shards"])}
     assert sorted(s.name for s in defs.sensors) == sorted(f"{n}_files_sensor" for n in names)
 
 

@@ -8,8 +8,9 @@ import torch
 from assets.video_frames import resize_center_crop
 from data.synthav.render import render_picture
 from data.synthav.world import clip_rng, describe, sample_clip
-from models.tiny_clip import (FitConfig, create_tiny_clip, fit_tiny_clip, load_tiny_clip,
-                              recall_from_similarity, retrieval_recall, save_tiny_clip)
+from models.clip_teacher import ClipTeacher, TeacherSpec, save_weights
+from models.tiny_clip import (MODEL_NAME, TINY_CLIP_CONFIG, FitConfig, create_tiny_clip, encode_images, encode_texts,
+                              fit_tiny_clip, recall_from_similarity, retrieval_recall)
 
 
 def places_pairs(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -96,10 +97,14 @@ def test_recall_from_similarity_hand_cases():
     assert r["t2i_R@1"] == pytest.approx(1.0)
 
 
-def test_save_load_roundtrip(fitted, train_pairs, tmp_path):
+def test_fitted_model_loads_as_the_clip_teacher(fitted, train_pairs, tmp_path):
+    """Saved as the demo saves it (state dict + open_clip config), the ClipTeacher wrapper gives the
+    fitted model's own embeddings: the same 224 -> 64 downscale, the same tokenizer."""
     model, _ = fitted
-    path = save_tiny_clip(model, tmp_path / "tiny_clip.pt", meta={"epochs": FIT.epochs})
-    loaded, meta = load_tiny_clip(path)
-    assert meta == {"epochs": FIT.epochs}
+    path = tmp_path / "tiny.pt"
+    save_weights(model, path)
+    teacher = ClipTeacher(TeacherSpec(model_name=MODEL_NAME, pretrained="", weights_path=str(path), device="cpu",
+                                      batch_size=16), model_config=TINY_CLIP_CONFIG)
     images, captions = train_pairs[0][:32], train_pairs[1][:32]
-    assert retrieval_recall(loaded, images, captions) == retrieval_recall(model, images, captions)
+    np.testing.assert_allclose(teacher.encode_images(images), encode_images(model, images), atol=1e-5)
+    np.testing.assert_allclose(teacher.encode_texts(captions), encode_texts(model, captions), atol=1e-5)
