@@ -40,7 +40,7 @@ UNIT_NORM_CHECK = "finite_unit_norm"
 def decode_frames(jpegs: list[bytes]) -> np.ndarray:
     """JPEG bytes -> (L, S, S, 3) uint8 RGB."""
     frames = []
-    for i, b in enumerate(jpegs):
+    for b in jpegs:
         with Image.open(io.BytesIO(b)) as im:
             frames.append(np.asarray(im.convert("RGB")))
     shapes = {f.shape for f in frames}
@@ -141,7 +141,7 @@ def _teacher_key(teacher) -> dict:
     return {k: d[k] for k in ("model_name", "pretrained", "weights_sha256", "precision", "embed_dim")}
 
 
-def _result(context, path, rows: list[dict], teacher, started: float, skipped: bool, fingerprint: str,
+def _result(path, rows: list[dict], teacher, started: float, skipped: bool, fingerprint: str,
             extra: dict) -> dg.MaterializeResult:
     statuses = Counter(r["status"] if r["status"] == "ok" else r["error_kind"] for r in rows)
     problems = embedding_problems(path)
@@ -186,7 +186,7 @@ def build_image_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitions
                                "teacher": _teacher_key(model)})
         path = cache.dataset_dir(ds.name) / "clip_image_embeddings" / f"{shard}.parquet"
         if stored_fingerprint(path) == fingerprint:
-            return _result(context, path, _rows_from_file(path), model, started, True, fingerprint, {})
+            return _result(path, _rows_from_file(path), model, started, True, fingerprint, {})
         frames = pq.read_table(src, columns=["clip_id", "split", "status", "error_kind", "error", "frames"])
         cols = {c: frames.column(c).to_pylist() for c in frames.column_names}
         lists = [f if s == "ok" else None for f, s in zip(cols["frames"], cols["status"])]
@@ -206,7 +206,7 @@ def build_image_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitions
                 rows.append(ok_row(clip_id, split, e))
         n_frames = sum(r["count"] for r in rows)
         write_embeddings(rows, path, model.embed_dim, model.describe(), {"source": "frame_cache"}, fingerprint)
-        return _result(context, path, rows, model, started, False, fingerprint,
+        return _result(path, rows, model, started, False, fingerprint,
                        {"frames": n_frames, "frames_per_s": round(n_frames / max(encode_s, 1e-9), 1)})
 
     return clip_image_embeddings
@@ -232,7 +232,7 @@ def build_text_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
                                "teacher": _teacher_key(model), "prompt": config.prompt, "labels": config.labels})
         path = cache.dataset_dir(ds.name) / "clip_text_embeddings" / f"{shard}.parquet"
         if stored_fingerprint(path) == fingerprint:
-            return _result(context, path, _rows_from_file(path), model, started, True, fingerprint, {})
+            return _result(path, _rows_from_file(path), model, started, True, fingerprint, {})
         members = pq.read_table(src, columns=["clip_id", "split", "status", "labels", "label_names", "captions"]).to_pylist()
         members = [m for m in members if m["status"] != "malformed"]  # malformed lines are not clips
         texts = [clip_texts(m, config.prompt, config.labels) for m in members]
@@ -251,7 +251,7 @@ def build_text_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
         write_embeddings(rows, path, model.embed_dim, model.describe(),
                          {"prompt": config.prompt, "labels": config.labels}, fingerprint)
         examples = [{"clip_id": r["clip_id"], "texts": " / ".join(r["texts"][:5])} for r in rows[:5]]
-        return _result(context, path, rows, model, started, False, fingerprint,
+        return _result(path, rows, model, started, False, fingerprint,
                        {"texts": len(flat), "texts_per_clip": round(len(flat) / max(1, len(rows)), 2),
                         "examples": dg.MetadataValue.md(markdown_table(examples))})
 

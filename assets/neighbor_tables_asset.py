@@ -134,6 +134,10 @@ def _fingerprint(paths: list, config: NeighborTablesConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _bullets(problems: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:10]))
+
+
 def current_tables_dir(cache: CachePaths, dataset: str):
     """The directory of the complete table set in use (raises FileNotFoundError before the first build)."""
     root = cache.dataset_dir(dataset) / "neighbor_tables"
@@ -185,8 +189,7 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
         problems = {t: table_problems(out_dir / f"{t}.parquet", n, t != "org") for t in summary["tables"]}
         ids_bad = [p for t in problems.values() for p in t["ids"]]
         order_bad = [p for t in problems.values() for p in t["order"]]
-        md = lambda ps: dg.MetadataValue.md("\n".join(f"- {p}" for p in ps[:10]))
-        metadata = {k: v for k, v in summary["metadata"].items()} | {
+        metadata = dict(summary["metadata"]) | {
             "path": dg.MetadataValue.path(str(out_dir)), "skipped_up_to_date": skipped,
             "seconds": round(time.perf_counter() - started, 2)}
         for k in ("similarity_curve", "batch_fraction", "examples", "zero_shot", "approx_recall"):
@@ -194,8 +197,9 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
                 metadata[k] = dg.MetadataValue.md(metadata[k])
         return dg.MaterializeResult(
             data_version=dg.DataVersion(fingerprint), metadata=metadata,
-            check_results=[dg.AssetCheckResult(check_name=IDS_CHECK, passed=not ids_bad, metadata={"first": md(ids_bad)}),
-                           dg.AssetCheckResult(check_name=ORDER_CHECK, passed=not order_bad, metadata={"first": md(order_bad)})])
+            check_results=[dg.AssetCheckResult(check_name=IDS_CHECK, passed=not ids_bad, metadata={"first": _bullets(ids_bad)}),
+                           dg.AssetCheckResult(check_name=ORDER_CHECK, passed=not order_bad,
+                                               metadata={"first": _bullets(order_bad)})])
 
     return neighbor_tables
 

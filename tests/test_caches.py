@@ -1,7 +1,6 @@
 """Frame and audio caches on SynthAV: error records per bad input, frame timestamps, stats, incremental runs."""
 
 import av
-import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 import pytest

@@ -1,6 +1,7 @@
 """assets.neighbor_tables: the five tables on disk equal a brute-force numpy top-k, with their diagnostics."""
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -93,9 +94,8 @@ def test_table_problems_finds_bad_ids_self_matches_and_disorder(tmp_path):
     _write(tmp_path / "org.parquet", [[0], [2], [2]], [[0.5], [0.5], [0.5]])
     assert table_problems(tmp_path / "org.parquet", 3, False)["ids"] == [
         f"{tmp_path / 'org.parquet'}: query 1: is not its own pair"]
-    pq.write_table(pq.read_table(tmp_path / "good.parquet").cast(
-        TABLE_SCHEMA.set(3, TABLE_SCHEMA.field("score").with_type(__import__("pyarrow").float32()))),
-        tmp_path / "other.parquet")
+    float32_scores = TABLE_SCHEMA.set(3, TABLE_SCHEMA.field("score").with_type(pa.float32()))
+    pq.write_table(pq.read_table(tmp_path / "good.parquet").cast(float32_scores), tmp_path / "other.parquet")
     assert "not the neighbour-table schema" in table_problems(tmp_path / "other.parquet", 3, True)["ids"][0]
 
 
