@@ -225,6 +225,9 @@ def build_text_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
     def clip_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig, cache: CachePaths,
                              teacher: ClipTeacherResource) -> dg.MaterializeResult:
         started = time.perf_counter()
+        if config.labels not in ("each", "joined") or "{label}" not in config.prompt:
+            raise dg.Failure(f"clip_text_embeddings config: labels={config.labels!r} (each | joined), "
+                             f"prompt={config.prompt!r} (must contain {{label}})")
         shard = context.partition_key
         src = cache.shard_path(ds.name, shard)
         model = teacher.load()

@@ -134,6 +134,20 @@ def _fingerprint(paths: list, config: NeighborTablesConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _validate(config: NeighborTablesConfig) -> None:
+    """Config errors before any work, each naming the field and its choices."""
+    choices = {"image_pooling": ("middle", "mean"), "text_pooling": ("mean", "first"), "index": ("flat", "ivf", "hnsw"),
+               "use_gpu": ("auto", "yes", "no")}
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise dg.Failure(f"neighbor_tables config: {name}={getattr(config, name)!r}; choose from {list(allowed)}")
+    unknown = set(config.tables) - set(TABLES)
+    if unknown:
+        raise dg.Failure(f"neighbor_tables config: unknown table(s) {sorted(unknown)}; choose from {list(TABLES)}")
+    if not 1 <= config.k_max <= 32768:
+        raise dg.Failure(f"neighbor_tables config: k_max={config.k_max}; must be in [1, 32768]")
+
+
 def _bullets(problems: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:10]))
 
@@ -160,9 +174,7 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
     def neighbor_tables(context: dg.AssetExecutionContext, config: NeighborTablesConfig,
                         cache: CachePaths) -> dg.MaterializeResult:
         started = time.perf_counter()
-        unknown = set(config.tables) - set(TABLES)
-        if unknown:
-            raise dg.Failure(f"unknown table(s) {sorted(unknown)}; choose from {list(TABLES)}")
+        _validate(config)
         keys = sorted(context.instance.get_dynamic_partitions(shards.name))
         paths = {i: [cache.dataset_dir(ds.name) / i / f"{k}.parquet" for k in keys] for i in inputs}
         missing = [str(p) for ps in paths.values() for p in ps if not p.exists()]
