@@ -5,15 +5,18 @@ Pure functions (numpy + faiss + pyarrow). Given L2-normalised key and query embe
 streams them into a compact Parquet table. Plus the seed's diagnostics: the "average of the
 top-K similarity" curve and the fraction of samples that meet a same-neighbour in a batch.
 
-Canonical scores and order. faiss computes float32 inner products whose last bits depend on
-the code path (BLAS blocking, the nq < 20 non-BLAS path, GPU), so near-equal scores could come
-back in a different order depending on the chunk size or device. `search` therefore asks faiss
-for a few more candidates than needed (k, +1 when excluding, + a small margin), recomputes
-the candidates' scores as float64 dot products of the float32 vectors rounded to float32
-(the *canonical score*, also used by `brute_force_topk`), and sorts every row by canonical
-score descending, then neighbour id ascending. The output is then a function of the
-candidate sets only: identical across chunk sizes, thread counts and CPU/GPU, and exact flat
-search equals `brute_force_topk` bit for bit.
+Canonical order. faiss computes float32 inner products whose last bits depend on the code
+path (BLAS blocking, the nq < 20 non-BLAS path, GPU), so near-equal scores could come back
+in a different order depending on the chunk size or device. The *canonical score* is the
+float64 dot product of the float32 vectors rounded to float32; the canonical order is
+canonical score descending, then neighbour id ascending. `brute_force_topk` computes it for
+every candidate. `search` asks faiss for a few more candidates than needed (k, +1 when
+excluding, + a small margin) and re-scores only what can be out of order: runs of
+candidates whose faiss scores lie within TIE_EPS of each other (faiss's float32 error on
+unit vectors is far below that), then sorts those rows canonically. Neighbour ids and order
+are then a function of the candidate sets only: identical across chunk sizes, thread counts
+and CPU/GPU, and exact flat search returns `brute_force_topk`'s ids; scores outside tie
+runs are faiss's, within float32 rounding (~1e-7) of the canonical ones.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class SearchParams:
     nlist: int = 0  # IVF lists; 0 -> about 4*sqrt(N) (capped at N // 39, faiss's k-means minimum)
     nprobe: int = 16
     hnsw_m: int = 32
+    ef_construction: int = 100  # HNSW build effort (faiss's default 40 caps recall near 0.9 at 1M points)
     ef_search: int = 128
+    ivf_train_per_list: int = 64  # IVF k-means trains on at most this many sampled keys per list
     chunk_rows: int = 4096  # queries per search call: memory stays bounded
     use_gpu: bool | None = None  # None: GPU when faiss has GPU support and a GPU is visible
     seed: int = 0  # IVF k-means training seed
@@ -131,6 +136,45 @@ def _finalize(
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(cand, order, axis=1)
 
 
+def _canonical_order(
+    queries: np.ndarray, keys: np.ndarray, dist: np.ndarray, cand: np.ndarray, k: int, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's rows (sorted by its float32 score) in canonical order, truncated to k.
+
+    Excluded and missing (-1) ids move to the end (id -1, score -inf, as padding); every
+    candidate in a run of scores within TIE_EPS of each other gets its canonical score and
+    each run is re-sorted in place by (canonical score desc, id asc). Runs are separated by
+    gaps above TIE_EPS, more than faiss's error, so no item can belong outside its run."""
+    cand = np.array(cand, dtype=np.int64, copy=True)
+    scores = np.array(dist, dtype=np.float32, copy=True)
+    drop = cand < 0
+    if exclude is not None:
+        drop |= cand == exclude[:, None]
+    if drop.any():
+        cand[drop], scores[drop] = -1, -np.inf
+        keep_first = np.argsort(drop, axis=1, kind="stable")
+        cand, scores = np.take_along_axis(cand, keep_first, axis=1), np.take_along_axis(scores, keep_first, axis=1)
+    close = (scores[:, :-1] - scores[:, 1:] < TIE_EPS) & (cand[:, 1:] >= 0)
+    involved = np.zeros(cand.shape, dtype=bool)
+    involved[:, :-1] |= close
+    involved[:, 1:] |= close
+    r, c = np.nonzero(involved)  # row-major: each run of near-equal scores is contiguous here
+    if r.size:
+        step = max(1, _RESCORE_ELEMS // keys.shape[1])
+        canonical = np.empty(r.size, np.float32)
+        for lo in range(0, r.size, step):
+            rr, cc = r[lo : lo + step], c[lo : lo + step]
+            canonical[lo : lo + step] = np.einsum("nd,nd->n", queries[rr], keys[cand[rr, cc]], dtype=np.float64)
+        # a run starts where an involved slot does not continue its left neighbour's run
+        starts = np.ones(r.size, dtype=bool)
+        starts[1:] = ~((r[1:] == r[:-1]) & (c[1:] == c[:-1] + 1) & close[r[1:], np.maximum(c[1:] - 1, 0)])
+        run = np.cumsum(starts)
+        ids = cand[r, c]
+        order = np.lexsort((ids, -canonical.astype(np.float64), run))  # within each run: score desc, id asc
+        cand[r, c], scores[r, c] = ids[order], canonical[order]  # each run stays in its own slots
+    return scores[:, :k], cand[:, :k]
+
+
 def brute_force_topk(
     queries: np.ndarray, keys: np.ndarray, k: int, exclude: np.ndarray | None = None, chunk_rows: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,9 +238,11 @@ def build_index(keys: np.ndarray, p: SearchParams) -> faiss.Index:
         index = faiss.IndexIVFFlat(quantizer, d, _nlist(p, n), faiss.METRIC_INNER_PRODUCT)
         index.referenced_objects = [quantizer]  # keep the quantizer alive with the index
         index.cp.seed = p.seed
+        index.cp.max_points_per_centroid = p.ivf_train_per_list  # faiss samples the training keys (seeded)
         index.train(keys)
     elif p.index == "hnsw":
         index = faiss.IndexHNSWFlat(d, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = p.ef_construction
     else:
         raise ValueError(f"index must be 'flat', 'ivf' or 'hnsw', got {p.index!r}")
     index.add(keys)
@@ -267,14 +313,14 @@ def search(
         q = queries[lo : lo + p.chunk_rows]
         ex = None if exclude is None else exclude[lo : lo + p.chunk_rows]
         dist, cand = index.search(q, m)
-        scores, ids = _finalize(q, keys, cand, p.k, ex)
+        scores, ids = _canonical_order(q, keys, dist, cand, p.k, ex)
         # A row whose last candidate still ties (within float32 noise) with its k-th result may
         # have had part of a tie group cut off by faiss: search those rows again, wider.
         redo, width = _truncated(dist, scores), m
         while redo.size and width < limit:
             width = min(limit, 2 * width)
             dist, cand = index.search(q[redo], width)
-            s2, i2 = _finalize(q[redo], keys, cand, p.k, None if ex is None else ex[redo])
+            s2, i2 = _canonical_order(q[redo], keys, dist, cand, p.k, None if ex is None else ex[redo])
             scores[redo], ids[redo] = s2, i2
             redo = redo[_truncated(dist, s2)]
         yield lo, scores, ids

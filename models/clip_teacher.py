@@ -265,10 +265,14 @@ class ClipTeacher:
         out = []
         for i in range(0, len(frames), self.spec.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(frames[i : i + self.spec.batch_size])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)  # ToTensor
-            if tuple(x.shape[-2:]) != self.image_size:
+            x = x.float().div_(255.0)  # ToTensor, in place on the contiguous (N, H, W, 3) copy
+            if tuple(x.shape[1:3]) != self.image_size:
+                x = x.permute(0, 3, 1, 2)
                 x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
-            x = (x - self._mean_t) / self._std_t  # Normalize
+                x = x.permute(0, 2, 3, 1)
+            # Normalize, channel last (same arithmetic as torchvision's, bit for bit), then an
+            # (N, 3, H, W) channels-last view: no layout copy before the patch convolution
+            x = x.sub_(self._mean_t.view(3)).div_(self._std_t.view(3)).permute(0, 3, 1, 2)
             with self._autocast():
                 emb = self.model.encode_image(x)
             out.append(F.normalize(emb.float(), dim=-1).cpu())

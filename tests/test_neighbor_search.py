@@ -75,7 +75,7 @@ def test_ties_sorted_by_id_and_independent_of_chunking():
             s, i = run(build_index(keys, p), queries, p)
             bs, bi = brute_force_topk(queries, keys, k)
             np.testing.assert_array_equal(i, bi)
-            np.testing.assert_array_equal(s, bs)
+            np.testing.assert_allclose(s, bs, atol=1e-6, rtol=0)  # faiss's float32 score outside tie runs
             results.append((chunk_rows, k, i))
     by_k = {}
     for _, k, i in results:
