@@ -61,7 +61,7 @@ def run_mining(instance: dg.DagsterInstance, ds) -> None:
         _run(instance, embedding_job_name(ds), key)
     m = _metadata(_run(instance, neighbors_job_name(ds)), [ds.name, "neighbor_tables"])
     zero_shot = f"; teacher R@1 image->text {m['teacher_i2t_R@1']:.3f}" if "teacher_i2t_R@1" in m else ""
-    print(f"    neighbours    {m['clips']} {'/'.join(m['splits'])} clips, k={m['k']}, "
+    print(f"    neighbours    {m['clips']} training clips, k={m['k']}, "
           f"tables {', '.join(m['tables'])}{zero_shot} ({time.perf_counter() - start:.0f} s)")
     if m.get("same_neighbour_in_batch_of_128"):
         print(f"    batch of 128  clips meeting one of their top-{m['false_negative_k']} neighbours: "
