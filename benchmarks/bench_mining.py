@@ -1,6 +1,6 @@
 """The embedding and neighbour stages against bare baselines, measured in one run on the same data.
 
-    .venv/bin/python -m benchmarks.bench_mining                     # ViT-B/32 on 256 frames, 30k x 512 vectors
+    .venv/bin/python -m benchmarks.bench_mining                     # ViT-B/32 on 192 frames, 40k x 512 vectors
     .venv/bin/python -m benchmarks.bench_mining --frames 512 --vectors 50000
 
 Embedding stage: `assets.clip_embeddings.embed_frame_lists` with `ClipTeacher.encode_images`
@@ -138,9 +138,9 @@ def bench_neighbours(n: int, d: int, k: int, repeat: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=256)
+    ap.add_argument("--frames", type=int, default=192)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--vectors", type=int, default=30000)
+    ap.add_argument("--vectors", type=int, default=40000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
