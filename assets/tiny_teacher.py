@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import dagster as dg
 import numpy as np
@@ -45,8 +45,8 @@ class TinyTeacherConfig(dg.Config):
     seed: int = 0
 
     def fit(self) -> FitConfig:
-        return FitConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                         warmup_steps=self.warmup_steps, seed=self.seed, threads=self.threads)
+        """The fit settings (the fields shared with models.tiny_clip.FitConfig; the rest keep its defaults)."""
+        return FitConfig(**self.model_dump(include={f.name for f in fields(FitConfig)}))
 
 
 def load_pairs(frame_paths: list, shard_paths: list, splits: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
