@@ -160,7 +160,8 @@ def _canonical_order(
             cand[rows] = np.take_along_axis(cand[rows], src, axis=1)
             scores[rows] = np.take_along_axis(scores[rows], src, axis=1)
             cand[rows, -1], scores[rows, -1] = -1, -np.inf
-    close = (scores[:, :-1] - scores[:, 1:] < TIE_EPS) & (cand[:, 1:] >= 0)
+    with np.errstate(invalid="ignore"):  # -inf - -inf between padding slots: NaN, not close
+        close = (scores[:, :-1] - scores[:, 1:] < TIE_EPS) & (cand[:, 1:] >= 0)
     involved = np.zeros(cand.shape, dtype=bool)
     involved[:, :-1] |= close
     involved[:, 1:] |= close

@@ -232,3 +232,19 @@ def test_validation_names_the_array():
     # float64 input is accepted and converted.
     s, _ = brute_force_topk(good.astype(np.float64), good, 3)
     assert s.dtype == np.float32
+
+
+def test_missing_and_excluded_results_become_trailing_padding():
+    """An approximate index may return fewer than m ids (-1, -inf); the excluded id is removed
+    and the rest shifts left; near-tied faiss scores are re-scored and ordered by id."""
+    from assets.neighbor_search import _canonical_order
+
+    keys = np.eye(4, dtype=np.float32)
+    keys[3] = keys[1]  # key 3 duplicates key 1: an exact tie
+    q = unit(np.array([[0.1, 1.0, 0.5, 0.0]]))
+    dist = np.array([[0.894, 0.894, 0.447, -np.inf]], np.float32)
+    cand = np.array([[3, 1, 2, -1]])
+    scores, ids = _canonical_order(q, keys, dist, cand, 4, np.array([2]))
+    assert ids.tolist() == [[1, 3, -1, -1]]
+    np.testing.assert_allclose(scores[0, :2], [q[0] @ keys[1]] * 2, rtol=1e-7)
+    assert np.isneginf(scores[0, 2:]).all()
