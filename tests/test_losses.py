@@ -1,0 +1,146 @@
+"""Losses against direct, loop-based computations of their formulas (values and gradients)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix
+from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
+from losses.mined_positives import positive_mask
+
+
+def _sim(seed=0, b=5, d=4):
+    g = torch.Generator().manual_seed(seed)
+    return cosine_similarity_matrix(torch.randn(b, d, generator=g), torch.randn(b, d, generator=g))
+
+
+def _loop_info_nce(sim: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 term by term: -log of each softmax probability of the true pair, rows and columns."""
+    b = len(sim)
+    total = 0
+    for j in range(b):
+        row = sum(torch.exp(scale * sim[j, k]) for k in range(b))
+        col = sum(torch.exp(scale * sim[q, j]) for q in range(b))
+        total = total - torch.log(torch.exp(scale * sim[j, j]) / row) - torch.log(torch.exp(scale * sim[j, j]) / col)
+    return total / (2 * b)
+
+
+def _loop_multi_positive(sim, scale, pos):
+    b = len(sim)
+    total = 0
+    for direction in (sim, sim.T):
+        p = pos if direction is sim else pos.T
+        for i in range(b):
+            denom = sum(torch.exp(scale * direction[i, k]) for k in range(b))
+            mine = [j for j in range(b) if p[i, j] or i == j]
+            total = total - sum(torch.log(torch.exp(scale * direction[i, j]) / denom) for j in mine) / len(mine)
+    return total / (2 * b)
+
+
+def test_symmetric_info_nce_matches_the_formula_and_its_gradients():
+    sim = _sim().requires_grad_()
+    loss_fn = SymmetricInfoNCE()
+    assert loss_fn.scale().item() == pytest.approx(1 / 0.07)
+    loss = loss_fn(sim)
+    ref_sim = sim.detach().clone().requires_grad_()
+    ref_scale = loss_fn.logit_scale.detach().clone().requires_grad_()
+    ref = _loop_info_nce(ref_sim, ref_scale.exp())
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(sim.grad, ref_sim.grad)
+    torch.testing.assert_close(loss_fn.logit_scale.grad, ref_scale.grad)
+
+
+def test_hand_case_two_items():
+    # sim = [[1, 0], [0, 1]], scale 1: each term is -log(e / (e + 1))
+    loss = SymmetricInfoNCE(temperature=1.0)(torch.eye(2))
+    assert loss.item() == pytest.approx(-math.log(math.e / (math.e + 1)))
+
+
+def test_temperature_is_clamped_at_100():
+    loss_fn = SymmetricInfoNCE(temperature=1e-4)
+    assert loss_fn.scale().item() == pytest.approx(100.0)
+
+
+def test_multi_positive_matches_the_formula_and_reduces_to_info_nce():
+    sim = _sim(1, b=6).requires_grad_()
+    pos = torch.zeros(6, 6, dtype=torch.bool)
+    pos[0, 3] = pos[3, 0] = pos[2, 5] = True  # one-sided on purpose: columns use the transpose
+    loss_fn = MultiPositiveInfoNCE()
+    loss = loss_fn(sim, pos)
+    ref_sim = sim.detach().clone().requires_grad_()
+    ref = _loop_multi_positive(ref_sim, loss_fn.scale().detach(), pos)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(sim.grad, ref_sim.grad)
+    diag_only = MultiPositiveInfoNCE()(sim.detach(), torch.zeros(6, 6, dtype=torch.bool))
+    torch.testing.assert_close(diag_only, SymmetricInfoNCE()(sim.detach()))
+
+
+def test_a_mined_positive_is_pulled_instead_of_pushed():
+    sim = _sim(2, b=4).requires_grad_()
+    pos = torch.zeros(4, 4, dtype=torch.bool)
+    pos[0, 1] = pos[1, 0] = True
+    MultiPositiveInfoNCE()(sim, pos).backward()
+    assert sim.grad[0, 1] < 0  # descending the loss raises sim[0, 1]
+    sim2 = sim.detach().clone().requires_grad_()
+    SymmetricInfoNCE()(sim2).backward()
+    assert sim2.grad[0, 1] > 0  # plain InfoNCE pushes the same pair apart
+
+
+def test_positive_mask_from_tables_hand_case():
+    neighbours = {"t2t": np.array([[1, 2], [0, 3], [3, 0], [2, 1]]),
+                  "i2t": np.array([[3, 1], [2, 0], [1, 3], [0, 2]])}
+    batch = np.array([0, 1, 3])
+    m = positive_mask(batch, neighbours, ["org", "t2t"], k=1)
+    # t2t top-1: 0->1, 1->0, 3->2 (2 not in batch): pairs {0,1}
+    assert m.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    m = positive_mask(batch, neighbours, ["org", "t2t", "i2t"], k=1)
+    # adds i2t top-1: 0->3, 1->2, 3->0: pairs {0,3}
+    assert m.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
+    with pytest.raises(ValueError, match="k=3"):
+        positive_mask(batch, neighbours, ["t2t"], k=3)
+    with pytest.raises(ValueError, match="unknown"):
+        positive_mask(batch, neighbours, ["x2y"], k=1)
+
+
+def _frames(seed=3, b=3, l=4, d=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, d, generator=g), torch.randn(b, l, d, generator=g)
+
+
+def test_nearest_match_is_the_max_over_frames_after_epoch_n():
+    audio, frames = _frames()
+    sim = nearest_match_similarity(audio, frames, epoch=5, start_epoch=5, generator=torch.Generator().manual_seed(0))
+    for a in range(3):
+        for c in range(3):
+            direct = max(torch.nn.functional.cosine_similarity(audio[a], frames[c, l], dim=0) for l in range(4))
+            assert sim[a, c].item() == pytest.approx(direct.item(), abs=1e-6)
+
+
+def test_before_epoch_n_a_seeded_random_frame():
+    audio, frames = _frames()
+    early = nearest_match_similarity(audio, frames, epoch=0, start_epoch=5, generator=torch.Generator().manual_seed(7))
+    pick = torch.randint(4, (3,), generator=torch.Generator().manual_seed(7))
+    for a in range(3):
+        for c in range(3):
+            direct = torch.nn.functional.cosine_similarity(audio[a], frames[c, pick[c]], dim=0)
+            assert early[a, c].item() == pytest.approx(direct.item(), abs=1e-6)
+    again = random_frame_similarity(audio, frames, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(early, again)
+
+
+def test_multiframe_is_the_cosine_of_the_flattened_embeddings():
+    g = torch.Generator().manual_seed(4)
+    a, i = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    sim = multiframe_similarity(a, i)
+    for p in range(3):
+        for q in range(3):
+            fa, fi = a[p].reshape(-1), i[q].reshape(-1)
+            assert sim[p, q].item() == pytest.approx((fa @ fi / (fa.norm() * fi.norm())).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="must both be"):
+        multiframe_similarity(a, i[:, :2])
