@@ -1,0 +1,91 @@
+"""The audio encoder of VIP-ANT / seed 001: CLIP's image ViT re-used on FBANK.
+
+Initialised from the CLIP teacher's image tower (an open_clip `VisionTransformer`, class-token
+pooling, as ViT-B/32):
+- patch embedding: one input channel, its kernel the mean of the RGB kernels; the same
+  32x32 patch but a stride of 16 (time) x 24 (frequency), so patches overlap: a 1000 x 128
+  FBANK gives a 61 x 5 grid (305 tokens, "about 300" in seed 001);
+- position embeddings: the image grid's (7 x 7 for ViT-B/32 at 224) bilinearly interpolated
+  to the audio grid; the class token's position embedding is kept as it is;
+- everything after the patch embedding (class token, ln_pre, transformer, ln_post, proj)
+  copied from the image tower, so the output lives in the teacher's embedding space.
+
+`forward(fbank)` -> (B, D); `forward_segments(fbank, L)` -> (B, L, D) for Multiframe Match:
+the output patch tokens are split along time into L contiguous groups of grid rows, each
+group mean-pooled, then ln_post and proj as for the class token.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def interpolate_position_embedding(pos: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int]) -> torch.Tensor:
+    """(1 + gh*gw, W) -> (1 + th*tw, W): the class row kept, the grid resized bilinearly
+    (align_corners=False, as torch.nn.functional.interpolate; rows = time, columns = frequency)."""
+    gh, gw = src_grid
+    if pos.shape[0] != 1 + gh * gw:
+        raise ValueError(f"position embedding has {pos.shape[0]} rows; expected 1 + {gh}x{gw}")
+    grid = pos[1:].reshape(gh, gw, -1).permute(2, 0, 1).unsqueeze(0)
+    resized = F.interpolate(grid, size=dst_grid, mode="bilinear", align_corners=False)
+    return torch.cat([pos[:1], resized[0].permute(1, 2, 0).reshape(dst_grid[0] * dst_grid[1], -1)])
+
+
+def audio_grid(time_frames: int, mel_bins: int, patch: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+    if time_frames < patch[0] or mel_bins < patch[1]:
+        raise ValueError(f"input {time_frames}x{mel_bins} is smaller than the {patch[0]}x{patch[1]} patch")
+    return (time_frames - patch[0]) // stride[0] + 1, (mel_bins - patch[1]) // stride[1] + 1
+
+
+class AudioViT(nn.Module):
+    def __init__(self, visual: nn.Module, time_frames: int = 1000, mel_bins: int = 128,
+                 stride: tuple[int, int] = (16, 24)):
+        super().__init__()
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
+                or getattr(visual, "final_ln_after_pool", False):
+            raise ValueError("AudioViT needs an open_clip VisionTransformer with class-token pooling (as ViT-B/32)")
+        visual = copy.deepcopy(visual)
+        src_conv = visual.conv1
+        patch = tuple(src_conv.kernel_size)
+        self.time_frames, self.mel_bins, self.stride = time_frames, mel_bins, tuple(stride)
+        self.grid = audio_grid(time_frames, mel_bins, patch, self.stride)
+        self.conv = nn.Conv2d(1, src_conv.out_channels, kernel_size=patch, stride=self.stride, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(src_conv.weight.mean(dim=1, keepdim=True))
+        src_grid = tuple(visual.grid_size)
+        self.class_embedding = nn.Parameter(visual.class_embedding.detach().clone())
+        self.positional_embedding = nn.Parameter(
+            interpolate_position_embedding(visual.positional_embedding.detach(), src_grid, self.grid))
+        self.ln_pre, self.transformer, self.ln_post = visual.ln_pre, visual.transformer, visual.ln_post
+        self.proj = visual.proj
+
+    def _tokens(self, fbank: torch.Tensor) -> torch.Tensor:
+        if fbank.ndim != 3 or tuple(fbank.shape[1:]) != (self.time_frames, self.mel_bins):
+            raise ValueError(f"expected FBANK (B, {self.time_frames}, {self.mel_bins}), got {tuple(fbank.shape)}")
+        x = self.conv(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)  # (B, rows * cols, W), time-major
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.transformer(self.ln_pre(x))
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln_post(x)
+        return x @ self.proj if self.proj is not None else x
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) FBANK -> (B, D), in the teacher's embedding space (not normalised)."""
+        return self._project(self._tokens(fbank)[:, 0])
+
+    def forward_segments(self, fbank: torch.Tensor, segments: int) -> torch.Tensor:
+        """(B, T, F) -> (B, L, D): one embedding per contiguous time segment of the patch grid."""
+        rows, cols = self.grid
+        if not 1 <= segments <= rows:
+            raise ValueError(f"segments={segments} must be in [1, {rows}] (time rows of the patch grid)")
+        tokens = self._tokens(fbank)[:, 1:].reshape(fbank.shape[0], rows, cols, -1)
+        bounds = np.linspace(0, rows, segments + 1).round().astype(int)
+        pooled = torch.stack([tokens[:, lo:hi].mean(dim=(1, 2)) for lo, hi in zip(bounds[:-1], bounds[1:])], dim=1)
+        return self._project(pooled)
