@@ -147,3 +147,20 @@ def test_same_class_false_negatives_in_a_batch_of_128():
         counts = np.bincount(batch, minlength=len(CLASSES))
         fractions.append((counts[batch] > 1).mean())
     assert np.mean(fractions) >= 0.3
+
+
+def test_generation_finishes_when_the_parent_ignores_sigterm(tmp_path):
+    """Dagster maps SIGTERM to SIGINT's handler, and a background job ignores SIGINT, so a test
+    process that ran Dagster in process can ignore SIGTERM; its pool workers inherit that. The
+    generator must still finish: it closes and joins its pool instead of terminating it (a
+    fresh `make test` launched as a background job once hung in Pool.terminate() this way)."""
+    import subprocess
+    import sys
+
+    code = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); from pathlib import Path; "
+            "from data.synthav.generate import SynthAVConfig, generate; "
+            f"print(generate(SynthAVConfig(out=Path({str(tmp_path)!r}), scale=0.004, workers=2), ('vggsound',)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'vggsound'" in proc.stdout

@@ -15,6 +15,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -95,6 +96,13 @@ def _write_index(cfg: SynthAVConfig, dataset: str, rows: list[dict]) -> None:
             first_id += 100_000
 
 
+def _default_sigterm() -> None:
+    """Pool worker init: SIGTERM back to its default. A parent that ignores SIGINT (a background
+    job) and has run Dagster in process also ignores SIGTERM (Dagster maps SIGTERM to SIGINT's
+    handler), and spawned workers inherit that, so Pool.terminate() could not stop them."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def generate(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS)) -> dict[str, int]:
     """Write every dataset under cfg.out; returns items per dataset.
 
@@ -102,8 +110,15 @@ def generate(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS))
     """
     tasks = [t for d in datasets for t in _tasks(cfg, d)]
     ctx = mp.get_context("spawn")  # fork after libespeak/torch threads start is unsafe
-    with ctx.Pool(cfg.workers) as pool:
+    pool = ctx.Pool(cfg.workers, initializer=_default_sigterm)
+    try:
         rows = pool.map(_make, tasks, chunksize=max(1, len(tasks) // (16 * cfg.workers)))
+        pool.close()  # workers exit on their own after the last task (no signal needed)
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     for dataset in datasets:
         _write_index(cfg, dataset, [r for t, r in zip(tasks, rows) if t[0] == dataset])
     written = {d: sum(1 for t in tasks if t[0] == d) for d in datasets}
