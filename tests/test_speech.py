@@ -98,7 +98,11 @@ def test_available_variants_are_usable():
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_worker_pool_matches_in_process(reference, method):
     ctx = multiprocessing.get_context(method)
-    with ctx.Pool(2) as pool:
+    pool = ctx.Pool(2)  # closed and joined, not terminated: see test_synthav's SIGTERM test
+    try:
         results = pool.starmap(synthesize, CASES)
+        pool.close()
+    finally:
+        pool.join()
     for got, ref in zip(results, reference):
         assert np.array_equal(got, ref)
