@@ -11,6 +11,8 @@ from assets.clip_embeddings import clip_texts, decode_frames
 from assets.embedding_store import pool, read_embeddings
 from assets.neighbor_search import brute_force_topk, read_table
 from assets.neighbor_tables_asset import current_tables_dir
+from assets.tiny_teacher import load_pairs
+from models.tiny_clip import recall_from_similarity
 from pipelines.definitions import build_definitions
 from pipelines.resources import ClipTeacherResource
 
@@ -54,6 +56,13 @@ def test_teacher_fits_reports_recall_and_is_skipped_when_unchanged(mined):
     weights, config = cache.tiny_teacher_paths()
     assert weights.exists() and json.loads(config.read_text())["embed_dim"] == 128
     assert m["train_pairs"] >= 8 and m["eval_pairs"] >= 3 and 0 <= m["i2t_R@1"] <= 1
+    # the reported recall is the saved teacher's own on the held-out pairs, recomputed here
+    keys = sorted(instance.get_dynamic_partitions(f"{PLACES}_shards"))
+    images, captions, _ = load_pairs([cache.dataset_dir(PLACES) / "frame_cache" / f"{k}.parquet" for k in keys],
+                                     [cache.shard_path(PLACES, k) for k in keys], ["val", "test"])
+    teacher = ClipTeacherResource.from_env(cache).load()
+    r = recall_from_similarity(teacher.encode_images(images) @ teacher.encode_texts(captions).T)
+    assert (r["i2t_R@1"], r["t2i_R@1"]) == pytest.approx((m["i2t_R@1"], m["t2i_R@1"]), abs=1e-4)
     again = defs.resolve_job_def("tiny_teacher_job").execute_in_process(instance=instance, run_config=TEACHER_FIT)
     m2 = _meta(again, ["teacher", "tiny_clip"])
     assert m2["skipped_up_to_date"] is True and m2["weights_sha256"] == m["weights_sha256"]

@@ -43,6 +43,7 @@ def test_caption_protocol_a2t_best_of_five_and_t2a_every_caption():
         assert ranks[a] == _brute_rank(list(sim[a]), set(a2t[a]))
     t_ranks = query_ranks(sim.T, t2a)
     assert len(t_ranks) == 10 and all(r in (1, 2) for r in t_ranks)
+    assert t_ranks.tolist() == [_brute_rank(list(sim[:, c]), {owner[c]}) for c in range(10)]
 
 
 def test_bad_matches_are_rejected():
