@@ -13,6 +13,13 @@ pooling, as ViT-B/32):
 `forward(fbank)` -> (B, D); `forward_segments(fbank, L)` -> (B, L, D) for Multiframe Match:
 the output patch tokens are split along time into L contiguous groups of grid rows, each
 group mean-pooled, then ln_post and proj as for the class token.
+
+Tiny variants (tests, the CPU demo) keep the same construction with two knobs:
+- `patch`: a kernel size other than the teacher's (the demo's tiny teacher has 16x16 patches);
+  the averaged kernel is resized bilinearly and scaled by the area ratio, so a smooth input
+  gives the same response (FlexiViT's simple resize);
+- `layers`: keep only the first N transformer blocks of the image tower;
+and `stride` (default 16 x 24) and the input size as for the full model.
 """
 
 from __future__ import annotations
@@ -36,6 +43,15 @@ def interpolate_position_embedding(pos: torch.Tensor, src_grid: tuple[int, int],
     return torch.cat([pos[:1], resized[0].permute(1, 2, 0).reshape(dst_grid[0] * dst_grid[1], -1)])
 
 
+def resize_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(O, I, kh, kw) -> (O, I, *size): bilinear, scaled by kh*kw / (size area) so that a constant
+    input patch gives the same response; unchanged when the size already matches."""
+    if tuple(kernel.shape[-2:]) == tuple(size):
+        return kernel
+    area = kernel.shape[-2] * kernel.shape[-1] / (size[0] * size[1])
+    return F.interpolate(kernel, size=size, mode="bilinear", align_corners=False) * area
+
+
 def audio_grid(time_frames: int, mel_bins: int, patch: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
     if time_frames < patch[0] or mel_bins < patch[1]:
         raise ValueError(f"input {time_frames}x{mel_bins} is smaller than the {patch[0]}x{patch[1]} patch")
@@ -44,19 +60,25 @@ def audio_grid(time_frames: int, mel_bins: int, patch: tuple[int, int], stride: 
 
 class AudioViT(nn.Module):
     def __init__(self, visual: nn.Module, time_frames: int = 1000, mel_bins: int = 128,
-                 stride: tuple[int, int] = (16, 24)):
+                 stride: tuple[int, int] = (16, 24), patch: tuple[int, int] | None = None, layers: int | None = None):
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
                 or getattr(visual, "final_ln_after_pool", False):
             raise ValueError("AudioViT needs an open_clip VisionTransformer with class-token pooling (as ViT-B/32)")
         visual = copy.deepcopy(visual)
         src_conv = visual.conv1
-        patch = tuple(src_conv.kernel_size)
+        patch = tuple(patch) if patch is not None else tuple(src_conv.kernel_size)
         self.time_frames, self.mel_bins, self.stride = time_frames, mel_bins, tuple(stride)
         self.grid = audio_grid(time_frames, mel_bins, patch, self.stride)
         self.conv = nn.Conv2d(1, src_conv.out_channels, kernel_size=patch, stride=self.stride, bias=False)
         with torch.no_grad():
-            self.conv.weight.copy_(src_conv.weight.mean(dim=1, keepdim=True))
+            self.conv.weight.copy_(resize_kernel(src_conv.weight.mean(dim=1, keepdim=True), patch))
+        if layers is not None:
+            blocks = visual.transformer.resblocks
+            if not 1 <= layers <= len(blocks):
+                raise ValueError(f"layers={layers} but the image tower has {len(blocks)} transformer blocks")
+            visual.transformer.resblocks = blocks[:layers]
+            visual.transformer.layers = layers
         src_grid = tuple(visual.grid_size)
         self.class_embedding = nn.Parameter(visual.class_embedding.detach().clone())
         self.positional_embedding = nn.Parameter(

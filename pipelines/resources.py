@@ -32,6 +32,10 @@ class CachePaths(dg.ConfigurableResource):
     def shard_path(self, dataset: str, shard: str) -> Path:
         return self.dataset_dir(dataset) / "shards" / f"{shard}.parquet"
 
+    def experiment_dir(self, experiment: str) -> Path:
+        """Checkpoints, final weights and metrics of one training experiment (all its seeds)."""
+        return Path(self.cache_root) / "experiments" / experiment
+
     def tiny_teacher_paths(self) -> tuple[Path, Path]:
         """(weights, open_clip model config JSON) of the demo's tiny teacher (asset teacher/tiny_clip)."""
         d = Path(self.cache_root) / "teacher"

@@ -1,0 +1,250 @@
+"""What a training or evaluation run reads: clips joined across the caches, and batches of them.
+
+`load_clips` joins, per shard, the audio cache (fbank_cache for the audio ViT, logmel_cache
+for DaveNet), the teacher's frame embeddings and caption embeddings on clip_id, keeping the
+clips of the requested splits that are `ok` in every cache the run needs. Raw features stay
+float16 in memory (256 KB per 1000 x 128 clip); normalisation with `fbank_stats` happens per
+batch, so changed statistics never force a cache rebuild.
+
+`BatchLoader` assembles batches on background threads (gather, float16 -> float32,
+normalise, pin on CUDA) and keeps `prefetch` of them queued ahead of the device; it
+records how long the training loop waited for data, so the run can report the fraction of
+step time spent waiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from assets.atomic_io import read_parquet_metadata
+from assets.embedding_store import read_embeddings
+
+
+@dataclass
+class ClipSet:
+    """N clips, row-aligned: features (N, *shape) float16, true lengths, optional teacher embeddings."""
+    clip_ids: list[str]
+    splits: list[str]
+    features: np.ndarray
+    lengths: np.ndarray
+    frames: np.ndarray | None = None  # (N, L, D) float32 unit vectors, the teacher's frame embeddings
+    captions: list[np.ndarray] | None = None  # per clip (count, D) float32: captions (or label prompts)
+    caption_texts: list[list[str]] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)  # why clips of the splits were left out
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def subset(self, index: np.ndarray) -> "ClipSet":
+        index = np.asarray(index, dtype=np.int64)
+        return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], self.features[index],
+                       self.lengths[index], None if self.frames is None else self.frames[index],
+                       None if self.captions is None else [self.captions[i] for i in index],
+                       None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped))
+
+
+def _feature_rows(path: Path, splits: set[str]) -> tuple[list[tuple[str, str]], dict[str, tuple[np.ndarray, int]]]:
+    """([(clip_id, split)] of every row of the given splits, clip_id -> (features float16 (*shape), true length)
+    for the ok ones)."""
+    table = pq.read_table(path, columns=["clip_id", "split", "status", "features", "n_frames"])
+    meta = read_parquet_metadata(path)
+    shape = tuple(int(x) for x in meta["clipkt.features.shape"].split(","))
+    dtype = meta["clipkt.features.dtype"]
+    rows, out = [], {}
+    cols = {c: table.column(c).to_pylist() for c in ("clip_id", "split", "status", "n_frames")}
+    blobs = table.column("features")
+    for i, (cid, split, status, n) in enumerate(zip(cols["clip_id"], cols["split"], cols["status"], cols["n_frames"])):
+        if split in splits:
+            rows.append((cid, split))
+            if status == "ok":
+                out[cid] = (np.frombuffer(blobs[i].as_py(), dtype=dtype).reshape(shape).astype(np.float16), int(n))
+    return rows, out
+
+
+def _embedding_rows(path: Path, splits: set[str]) -> dict[str, tuple[np.ndarray, list[str]]]:
+    table, vectors = read_embeddings(path)
+    out = {}
+    for cid, split, status, texts, v in zip(table.column("clip_id").to_pylist(), table.column("split").to_pylist(),
+                                           table.column("status").to_pylist(), table.column("texts").to_pylist(), vectors):
+        if status == "ok" and split in splits and v is not None and len(v):
+            out[cid] = (np.asarray(v, np.float32), texts or [])
+    return out
+
+
+def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
+               text_dir: Path | None = None, frames: int | None = None) -> ClipSet:
+    """Clips of `splits` that are ok in the audio cache and in the given embedding stores.
+
+    Shards are the audio cache's files; embedding files of the same shard name are joined on
+    clip_id. `frames`: keep clips with exactly that many frame embeddings (seed 001: L = 4);
+    None takes the count of the first clip and requires it of all."""
+    wanted = set(splits)
+    ids, split_of, feats, lengths, frame_rows, caps, cap_texts = [], [], [], [], [], [], []
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    shard_files = sorted(Path(audio_dir).glob("*.parquet"))
+    if not shard_files:
+        raise FileNotFoundError(f"no audio cache shards in {audio_dir}; materialise the dataset's shard job first")
+    for path in shard_files:
+        rows, audio = _feature_rows(path, wanted)
+        for d in (image_dir, text_dir):
+            if d is not None and not (d / path.name).exists():
+                raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")
+        images = _embedding_rows(image_dir / path.name, wanted) if image_dir is not None else None
+        texts = _embedding_rows(text_dir / path.name, wanted) if text_dir is not None else None
+        for cid, split in rows:
+            if cid not in audio:
+                skip("audio not ok")
+                continue
+            if images is not None and cid not in images:
+                skip("no frame embeddings")
+                continue
+            if images is not None:
+                frames = frames if frames is not None else len(images[cid][0])
+                if len(images[cid][0]) != frames:
+                    skip(f"not {frames} frames")
+                    continue
+            if texts is not None and cid not in texts:
+                skip("no caption embeddings")
+                continue
+            if images is not None:
+                frame_rows.append(images[cid][0])
+            if texts is not None:
+                caps.append(texts[cid][0])
+                cap_texts.append(texts[cid][1])
+            f, n = audio[cid]
+            ids.append(cid)
+            split_of.append(split)
+            feats.append(f)
+            lengths.append(n)
+    if not ids:
+        raise ValueError(f"no usable clips of splits {sorted(wanted)} in {audio_dir} (skipped: {skipped or 'none'})")
+    return ClipSet(ids, split_of, np.stack(feats), np.asarray(lengths, np.int64),
+                   np.stack(frame_rows) if image_dir is not None else None,
+                   caps if text_dir is not None else None, cap_texts if text_dir is not None else None, skipped)
+
+
+def seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of `size` of range(n) (all of them when size >= n)."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+class Normaliser:
+    """Raw features -> the model's input: (x - mean) / (std * std_scale), per bin when the stats are."""
+
+    def __init__(self, stats: dict, std_scale: float = 1.0, layout: str = "frames,bins"):
+        if stats.get("per_bin"):
+            mean = np.asarray(stats["bin_mean"], np.float32)
+            std = np.asarray(stats["bin_std"], np.float32)
+            std = np.where(std < 1e-6, 1.0, std)
+        else:
+            mean, std = np.float32(stats["mean"]), np.float32(stats["std"])
+        mean, std = torch.as_tensor(mean), torch.as_tensor(std * std_scale)
+        if layout == "bins,frames" and mean.ndim:
+            mean, std = mean[:, None], std[:, None]
+        self.mean, self.std = mean, std
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw.float() - self.mean) / self.std
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor  # (B,) rows of the ClipSet
+    audio: torch.Tensor  # (B, *shape) normalised float32
+    lengths: torch.Tensor
+    frames: torch.Tensor | None  # (B, L, D)
+    captions: torch.Tensor | None  # (B, D): one caption per clip (chosen by the loader's generator)
+
+    def to(self, device: torch.device) -> "Batch":
+        nb = device.type == "cuda"
+        move = (lambda t: None if t is None else t.to(device, non_blocking=nb))
+        return Batch(self.index, move(self.audio), move(self.lengths), move(self.frames), move(self.captions))
+
+
+class BatchLoader:
+    """Batches of `clips` in the order given, built ahead on background threads.
+
+    `caption_seed`: clips with several captions get one picked at random per batch (a seeded
+    generator per batch, so the pick does not depend on thread timing)."""
+
+    def __init__(self, clips: ClipSet, order: np.ndarray, batch_size: int, normalise: Normaliser,
+                 caption_seed: int = 0, drop_last: bool = True, workers: int = 1, prefetch: int = 4,
+                 pin_memory: bool = False):
+        n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+        self.batches = [np.asarray(order[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
+        self.clips, self.normalise, self.caption_seed = clips, normalise, caption_seed
+        self.workers, self.prefetch, self.pin = max(1, workers), max(1, prefetch), pin_memory
+        self.wait_seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def build(self, b: int) -> Batch:
+        idx = self.batches[b]
+        c = self.clips
+        audio = self.normalise(torch.from_numpy(c.features[idx]))
+        frames = torch.from_numpy(c.frames[idx]) if c.frames is not None else None
+        captions = None
+        if c.captions is not None:
+            rng = np.random.default_rng((self.caption_seed, b))
+            captions = torch.from_numpy(np.stack([c.captions[i][rng.integers(len(c.captions[i]))] for i in idx]))
+        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions)
+        if self.pin:
+            batch = Batch(batch.index, *(None if t is None else t.pin_memory()
+                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions)))
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.wait_seconds = 0.0
+        slots: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in self.batches]
+        ticket = threading.Semaphore(self.prefetch)
+        stop = threading.Event()
+        next_batch = iter(range(len(self.batches)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not stop.is_set():
+                ticket.acquire()
+                with lock:
+                    b = next(next_batch, None)
+                if b is None or stop.is_set():
+                    return
+                try:
+                    slots[b].put(self.build(b))
+                except BaseException as e:  # surfaced in the training loop
+                    slots[b].put(e)
+                    return
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for b in range(len(self.batches)):
+                start = time.perf_counter()
+                item = slots[b].get()
+                self.wait_seconds += time.perf_counter() - start
+                ticket.release()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            for _ in threads:
+                ticket.release()
+            for t in threads:
+                t.join()
