@@ -239,13 +239,6 @@ def validate(exp: Experiment) -> None:
         fail("model.patch and model.stride are [time, frequency] pairs")
 
 
-def experiments_dir() -> Path:
-    import os
-
-    from pipelines.datasets import REPO_ROOT
-    return Path(os.environ.get("CLIPKT_EXPERIMENTS_DIR", REPO_ROOT / "configs" / "experiments"))
-
-
 def load_experiment(path: Path) -> Experiment:
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -254,10 +247,9 @@ def load_experiment(path: Path) -> Experiment:
     return parse_experiment(data, Path(path).stem, str(path))
 
 
-def load_experiments(directory: Path | None = None) -> dict[str, Experiment]:
+def load_experiments(directory: Path) -> dict[str, Experiment]:
     """Every `*.yaml` under the directory (recursively), by name; names must be unique and
     every `init_from` must name another experiment of the same seeds."""
-    directory = directory or experiments_dir()
     found: dict[str, Experiment] = {}
     for path in sorted(Path(directory).rglob("*.yaml")):
         exp = load_experiment(path)

@@ -1,5 +1,7 @@
-"""The code location: per declared dataset one asset group, five jobs and one sensor; plus the
-demo's tiny CLIP teacher (group `teacher`), fitted on the first Places-format dataset.
+"""The code location: per declared dataset one asset group, five jobs and one sensor; the
+demo's tiny CLIP teacher (group `teacher`), fitted on the first Places-format dataset; and
+the `experiments` group: audio_encoder and retrieval_metrics partitioned by experiment file
+(configs/experiments), and the ablation report.
 
 The CLIP teacher resource comes from the environment (`ClipTeacherResource.from_env`):
 ViT-B-32/openai by default, the tiny teacher with CLIPKT_TEACHER=tiny (the Makefile's choice
@@ -23,8 +25,10 @@ from assets.manifest import build_clip_manifest_asset
 from assets.neighbor_tables_asset import build_neighbor_tables_asset
 from assets.shards import build_clip_shards_asset
 from assets.tiny_teacher import TINY_TEACHER_KEY, build_tiny_teacher_asset
-from pipelines.datasets import load_datasets
-from pipelines.jobs import embedding_job, manifest_job, neighbors_job, shard_job, stats_job, teacher_job
+from assets.experiment_assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
+from pipelines.datasets import load_all_experiments, load_datasets
+from pipelines.jobs import (embedding_job, experiment_job, manifest_job, neighbors_job, report_job, shard_job, stats_job,
+                            teacher_job)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths, ClipTeacherResource
 from pipelines.sensors import build_dataset_sensor
@@ -54,6 +58,11 @@ def build_definitions() -> dg.Definitions:
     if teacher_ds is not None:
         assets.append(build_tiny_teacher_asset(teacher_ds, shard_partitions(teacher_ds)))
         jobs.append(teacher_job(TINY_TEACHER_KEY))
+    experiments = load_all_experiments()
+    if experiments:
+        experiment_assets, _ = build_experiment_assets(experiments, datasets, teacher_dep)
+        assets += experiment_assets
+        jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), report_job(REPORT_KEY)]
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
                           resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache)})
 

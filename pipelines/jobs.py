@@ -1,5 +1,6 @@
 """Jobs: per dataset, the manifest, one shard's caches, FBANK stats, one shard's CLIP embeddings, the
-neighbour tables; and one job that fits the demo's tiny teacher."""
+neighbour tables; one job that fits the demo's tiny teacher; one that trains and evaluates an
+experiment (partition = experiment) and one that writes the ablation report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from assets.dataset_config import DatasetConfig
 
 AssetJob = UnresolvedAssetJobDefinition  # what define_asset_job returns (dagster exports no public name for it)
 TEACHER_JOB = "tiny_teacher_job"
+EXPERIMENT_JOB = "experiment_job"
+REPORT_JOB = "ablation_report_job"
 
 
 def _job(name: str, *selection: dg.AssetKey | dg.AssetsDefinition, description: str) -> AssetJob:
@@ -63,3 +66,12 @@ def neighbors_job(ds: DatasetConfig) -> AssetJob:
 
 def teacher_job(teacher_key: dg.AssetKey) -> AssetJob:
     return _job(TEACHER_JOB, teacher_key, description="Fit the demo's tiny CLIP teacher (offline machines).")
+
+
+def experiment_job(encoder_key: dg.AssetKey, metrics_key: dg.AssetKey) -> AssetJob:
+    return _job(EXPERIMENT_JOB, encoder_key, metrics_key,
+                description="Train one experiment's seeds and evaluate them (partition = experiment; a backfill is an ablation).")
+
+
+def report_job(report_key: dg.AssetKey) -> AssetJob:
+    return _job(REPORT_JOB, report_key, description="Collect every experiment's metrics into the ablation report.")
