@@ -144,6 +144,10 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
                 inputs = training_inputs(cache, ds, exp)
                 context.log.info(f"{exp.name}: {len(inputs.train)} training clips of {ds.name} "
                                  f"(left out: {inputs.train.skipped or 'none'}); validation: {inputs.val_label}")
+                if inputs.neighbour_shortfall and any(inputs.neighbour_shortfall.values()):
+                    context.log.warning(f"{exp.name}: training clips with fewer than k={exp.loss.k} mined neighbours "
+                                        f"inside the training set, per table: {inputs.neighbour_shortfall} "
+                                        "(raise neighbor_tables' k_max)")
             clip_teacher = teacher.load() if exp.model.kind == "audio_vit" else None
             runs[seed] = train_seed(cache, ds, exp, seed, clip_teacher, inputs, all_experiments, config.device,
                                     log=context.log.info)
@@ -155,6 +159,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
             "tables": sorted(exp.table_set), "seeds": seeds, "trained_now": trained,
             "skipped_up_to_date": [s for s in seeds if s not in trained],
             "train_clips": h0["train_clips"], "steps_per_epoch": h0["steps_per_epoch"],
+            "neighbour_shortfall": h0.get("neighbour_shortfall") or {},
             "runs": dg.MetadataValue.md(_run_table(runs)),
             "curves": _png_md(curves_plot(runs), "loss and validation recall per epoch"),
             "data_wait_fraction": float(np.mean([r["data_wait_fraction"] for run in runs.values() for r in run["history"]])),

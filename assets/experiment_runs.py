@@ -84,10 +84,11 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> 
 def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normaliser:
     if exp.model.kind == "davenet":  # DaveNet normalises its input with its own batch norm
         return Normaliser({"mean": 0.0, "std": 1.0}, layout=layout)
+    source = exp.train.fbank_stats_from or ds.name
     try:
-        stats = load_fbank_stats(cache, ds.name)
+        stats = load_fbank_stats(cache, source)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{ds.name} has no fbank_stats yet; materialise {ds.name}/fbank_stats first") from e
+        raise FileNotFoundError(f"{source} has no fbank_stats yet; materialise {source}/fbank_stats first") from e
     return Normaliser(stats, std_scale=exp.train.fbank_std_scale, layout=layout)
 
 
@@ -95,14 +96,20 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment) -> TrainInputs:
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
     train = load_clips(src.audio_dir, exp.train.splits, src.image_dir, src.text_dir)
     train = train.subset(seeded_subset(len(train), exp.train.max_clips, exp.train.subset_seed))
-    neighbours = table_rows = None
+    neighbours = table_rows = shortfall = None
     if exp.loss.kind == "mined":
         neighbours, table_rows = _neighbour_inputs(cache, ds, exp, train)
+        covered = table_rows >= 0
+        shortfall = {t: int((ids[table_rows[covered]] < 0).any(axis=1).sum()) + int((~covered).sum())
+                     for t, ids in neighbours.items()}
     val, label = _validation_clips(src, exp, train)
-    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, table_rows, val, label)
+    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, table_rows, val, label, shortfall)
 
 
 def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet) -> tuple[dict, np.ndarray]:
+    """Per chosen table, each table row's first k neighbours among the clips being trained on (the
+    tables are mined over every training clip; a subset run, seed 000 Tables 3-4, keeps the
+    neighbours inside its subset in rank order), and each training clip's table row."""
     try:
         tables_dir = current_tables_dir(cache, ds.name)
     except FileNotFoundError as e:
@@ -110,6 +117,9 @@ def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet)
                                 f"materialise {ds.name}/neighbor_tables first") from e
     clip_ids = pq.read_table(tables_dir / "clips.parquet", columns=["clip_id"]).column("clip_id").to_pylist()
     row_of = {c: i for i, c in enumerate(clip_ids)}
+    table_rows = np.asarray([row_of.get(c, -1) for c in train.clip_ids], np.int64)
+    in_train = np.zeros(len(clip_ids), dtype=bool)
+    in_train[table_rows[table_rows >= 0]] = True
     neighbours = {}
     for t in exp.loss.tables:
         if t == "org":
@@ -122,8 +132,16 @@ def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet)
         if exp.loss.k > ids.shape[1]:
             raise ValueError(f"{exp.path}: loss.k={exp.loss.k} but {ds.name}'s {t} table holds {ids.shape[1]} "
                              f"neighbours per clip; re-materialise neighbor_tables with k_max >= {exp.loss.k}")
-        neighbours[t] = ids
-    return neighbours, np.asarray([row_of.get(c, -1) for c in train.clip_ids], np.int64)
+        neighbours[t] = neighbours_within(ids, in_train, exp.loss.k)
+    return neighbours, table_rows
+
+
+def neighbours_within(ids: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k): each row's first k neighbours (in rank order) that `keep` marks; -1 where fewer remain."""
+    valid = (ids >= 0) & keep[np.clip(ids, 0, None)]
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]  # kept columns first, rank order preserved
+    picked = np.take_along_axis(ids, order, axis=1)
+    return np.where(np.take_along_axis(valid, order, axis=1), picked, -1)
 
 
 def _validation_clips(src: DataSources, exp: Experiment, train: ClipSet) -> tuple[ClipSet | None, str]:

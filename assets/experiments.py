@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ class TrainSpec:
     max_clips: int | None = None  # seed 000 Tables 3-4: a seeded subset of the training clips
     subset_seed: int = 0
     fbank_std_scale: float = 1.0  # normalisation (x - mean) / (std * scale); AST uses 2
+    fbank_stats_from: str | None = None  # another dataset's fbank_stats (seed 001 normalises AudioCaps with AudioSet's)
     num_workers: int = 1  # background threads assembling batches
     prefetch: int = 4  # batches queued ahead of the device
 
@@ -124,18 +126,23 @@ class Experiment:
     seeds: tuple[int, ...] = (0,)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    base: "Experiment | None" = field(default=None, compare=False, repr=False)  # init_from's experiment (load_experiments)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("path")
+        d.pop("base")
         return d
 
     def fingerprint(self, seed: int | None = None) -> str:
-        """What determines a run's weights: the config (not its description or tags) and the seed."""
+        """What determines a run's weights: the config (not its description, tags or evaluation), the
+        seed and, for a fine-tuning run, the fingerprint of the run it starts from."""
         d = self.to_dict()
         for k in ("name", "description", "tags", "seeds", "eval"):
             d.pop(k)
         d["seed"] = seed
+        if self.base is not None:
+            d["base"] = self.base.fingerprint(seed)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     @property
@@ -149,15 +156,36 @@ _SECTIONS = {"model": ModelSpec, "loss": LossSpec, "frames": FrameSpec, "optim":
 
 
 def _coerce(value: Any, annotation: str, where: str, source: str) -> Any:
-    """YAML 1.1 reads `3e-4` (no dot) as a string: float fields accept such numbers; anything
-    else non-numeric in a float field is an error naming the field."""
-    if annotation.startswith("float") and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
-            return float(value)
+    """Check a value against its field's type. YAML 1.1 reads `3e-4` (no dot) as a string, so
+    float fields accept numeric strings; booleans are never numbers; a list field needs a list."""
+    def fail(kind: str):
+        raise ExperimentError(f"{source}: `{where}` must be {kind}, got {value!r}")
+
+    optional = annotation.endswith("| None")
+    if value is None:
+        return None if optional else fail("set (not null)")
+    base = annotation.removesuffix(" | None")
+    if base == "float":
+        if isinstance(value, bool):
+            fail("a number")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise ExperimentError(f"{source}: `{where}` must be a number, got {value!r}") from None
+            fail("a number")
+        return number if math.isfinite(number) else fail("a finite number")
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if base == "bool":
+        return value if isinstance(value, bool) else fail("true or false")
+    if base == "str":
+        return value if isinstance(value, str) else fail("a string")
+    if base.startswith("tuple["):
+        if not isinstance(value, (list, tuple)):
+            fail("a list")
+        item = "int" if "int" in base else "str"
+        return tuple(_coerce(v, item, where, source) for v in value)
     return value
 
 
@@ -170,11 +198,7 @@ def _build(cls, data: Any, where: str, source: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ExperimentError(f"{source}: unknown key(s) {unknown} in `{where}`; known: {sorted(known)}")
-    kwargs = {}
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = _coerce(value, known[key].type, f"{where}.{key}", source)
+    kwargs = {key: _coerce(value, known[key].type, f"{where}.{key}", source) for key, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -190,7 +214,8 @@ def parse_experiment(data: dict, name: str, source: str = "<experiment>") -> Exp
         raise ExperimentError(f"{source}: unknown key(s) {unknown}; known: {sorted(top)}")
     if "dataset" not in data:
         raise ExperimentError(f"{source}: `dataset` is required (a dataset name from configs/datasets)")
-    kwargs = {k: (_build(_SECTIONS[k], v, k, source) if k in _SECTIONS else (tuple(v) if isinstance(v, list) else v))
+    types = {f.name: f.type for f in fields(Experiment)}
+    kwargs = {k: (_build(_SECTIONS[k], v, k, source) if k in _SECTIONS else _coerce(v, types[k], k, source))
               for k, v in data.items()}
     exp = Experiment(name=name, path=source, **kwargs)
     validate(exp)
@@ -268,4 +293,6 @@ def load_experiments(directory: Path) -> dict[str, Experiment]:
         missing = sorted(set(exp.seeds) - set(base.seeds))
         if missing:
             raise ExperimentError(f"{exp.path}: seeds {missing} have no run in init_from {exp.init_from!r}")
-    return found
+        if base.init_from is not None:
+            raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} is itself a fine-tuning run")
+    return {name: replace(exp, base=found[exp.init_from]) if exp.init_from else exp for name, exp in found.items()}

@@ -57,6 +57,7 @@ class TrainInputs:
     table_rows: np.ndarray | None = None  # (N,) each training clip's row in the neighbour tables
     val: ClipSet | None = None  # per-epoch retrieval curve
     val_label: str = ""
+    neighbour_shortfall: dict[str, int] | None = None  # per table: training clips with fewer than k neighbours
 
 
 def make_loss(exp: Experiment) -> nn.Module:
@@ -213,6 +214,7 @@ class Trainer:
             save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
         summary = {"experiment": self.exp.name, "seed": self.seed, "fingerprint": self.exp.fingerprint(self.seed),
                    "train_clips": len(self.inputs.train), "steps_per_epoch": self.steps_per_epoch,
+                   "neighbour_shortfall": self.inputs.neighbour_shortfall,
                    "resumed_at_epoch": first_epoch or None, "device": str(self.device),
                    "temperature": float(1 / self.modules["loss"].scale().detach()), "history": self.history}
         write_json_atomic(self.out_dir / RUN_FILE, summary)

@@ -5,8 +5,11 @@ then `<name>_shard_job` once per shard (member list, frame and audio caches), ex
 runs the dataset sensor would request, then `<name>_stats_job` (FBANK statistics). Then,
 with the tiny teacher (CLIPKT_TEACHER=tiny, set by the Makefile), `tiny_teacher_job` fits
 the demo's CLIP teacher on SynthAV Places; and for each dataset `<name>_embedding_job` runs
-once per shard and `<name>_neighbors_job` mines the neighbour tables. All runs are recorded in the Dagster instance at $DAGSTER_HOME, so that `dagster dev -w
-workspace.yaml` shows them afterwards.
+once per shard and `<name>_neighbors_job` mines the neighbour tables. Finally
+`experiment_job` trains and evaluates every experiment tagged `demo` (configs/experiments/demo)
+and `ablation_report_job` writes the ablation table, which is printed with each experiment's
+difference from the InfoNCE baseline. All runs are recorded in the Dagster instance at
+$DAGSTER_HOME, so that `dagster dev -w workspace.yaml` shows them afterwards.
 """
 
 import os
@@ -21,9 +24,9 @@ import pyarrow.parquet as pq
 from assets.fbank_stats import load_fbank_stats
 from assets.manifest import manifest_summary
 from data.synthav.generate import SynthAVConfig, generate, is_generated
-from pipelines.datasets import REPO_ROOT, load_datasets
+from pipelines.datasets import REPO_ROOT, load_all_experiments, load_datasets
 from pipelines.definitions import defs
-from pipelines.jobs import (TEACHER_JOB, embedding_job_name, manifest_job_name, neighbors_job_name, shard_job_name,
+from pipelines.jobs import (EXPERIMENT_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name, manifest_job_name, neighbors_job_name, shard_job_name,
                            stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
@@ -66,6 +69,25 @@ def run_mining(instance: dg.DagsterInstance, ds) -> None:
     if m.get("same_neighbour_in_batch_of_128"):
         print(f"    batch of 128  clips meeting one of their top-{m['false_negative_k']} neighbours: "
               + ", ".join(f"{t} {f:.0%}" for t, f in m["same_neighbour_in_batch_of_128"].items()))
+
+
+def run_experiments(instance: dg.DagsterInstance) -> None:
+    names = [n for n, e in sorted(load_all_experiments().items()) if "demo" in e.tags]
+    for name in names:
+        start = time.perf_counter()
+        result = _run(instance, EXPERIMENT_JOB, name)
+        enc = _metadata(result, ["experiments", "audio_encoder"])
+        met = _metadata(result, ["experiments", "retrieval_metrics"])
+        recall = ", ".join(f"{k} {v:.1f}" for k, v in met.items() if k.endswith("R@10"))
+        print(f"    {name:<24} {enc['train_clips']} clips x {len(enc['seeds'])} seed(s)"
+              f"{' (up to date)' if not enc['trained_now'] else ''}; R@10 % {recall}; "
+              f"data wait {enc['data_wait_fraction']:.1%} ({time.perf_counter() - start:.0f} s)")
+    m = _metadata(_run(instance, REPORT_JOB), ["experiments", "ablation_report"])
+    print()
+    print(m["table"])
+    print("Against the InfoNCE random-frame baseline:")
+    print(m["vs_baseline"])
+    print(f"report written to {m['path']} (+ .parquet, .png)")
 
 
 def run_dataset(instance: dg.DagsterInstance, ds, cache: CachePaths) -> dict:
@@ -121,6 +143,8 @@ def main() -> None:
     for ds in load_datasets():
         print(ds.name)
         run_mining(instance, ds)
+    print("experiments (configs/experiments, tag demo)")
+    run_experiments(instance)
     print(f"runs recorded in {os.environ['DAGSTER_HOME']}; browse them with `make ui`")
 
 

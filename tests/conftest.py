@@ -11,7 +11,7 @@ from data.synthav.generate import SynthAVConfig, generate
 from pipelines.resources import CachePaths
 
 # The tests choose their CLIP teacher themselves; the caller's environment must not leak in.
-for _var in ("CLIPKT_TEACHER", "CLIPKT_TEACHER_MODEL", "CLIPKT_TEACHER_PRETRAINED", "CLIPKT_TEACHER_WEIGHTS", "CLIPKT_DEVICE"):
+for _var in ("CLIPKT_EXPERIMENTS_DIR", "CLIPKT_TEACHER", "CLIPKT_TEACHER_MODEL", "CLIPKT_TEACHER_PRETRAINED", "CLIPKT_TEACHER_WEIGHTS", "CLIPKT_DEVICE"):
     os.environ.pop(_var, None)
 
 TINY_SCALE = 0.01  # 25 + 10 VGGSound clips, 10 + 4 Places items, ... plus the bad entries
@@ -65,4 +65,32 @@ def built_caches(tiny_configs, tmp_path_factory):
                 assert job.execute_in_process(instance=instance, partition_key=key).success
             assert defs.resolve_job_def(f"{name}_stats_job").execute_in_process(instance=instance).success
         yield defs, instance, cache
+    mp.undo()
+
+
+TEACHER_FIT = {"ops": {"teacher__tiny_clip": {"config": {"epochs": 2, "batch_size": 8, "warmup_steps": 1}}}}
+
+
+@pytest.fixture(scope="session")
+def mined_caches(built_caches):
+    """built_caches plus the tiny teacher (2 epochs), every shard embedded, and neighbour tables (k_max 5)
+    for the three datasets. Yields (defs, instance, cache, teacher run, {dataset: neighbours run});
+    CLIPKT_TEACHER=tiny stays set."""
+    from pipelines.definitions import build_definitions
+
+    _, instance, cache = built_caches
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPKT_TEACHER", "tiny")
+    defs = build_definitions()
+    teacher_run = defs.resolve_job_def("tiny_teacher_job").execute_in_process(instance=instance, run_config=TEACHER_FIT)
+    assert teacher_run.success
+    runs = {}
+    for name in ("synthav_places", "synthav_vggsound", "synthav_audiocaps"):
+        for key in instance.get_dynamic_partitions(f"{name}_shards"):
+            run = defs.resolve_job_def(f"{name}_embedding_job").execute_in_process(instance=instance, partition_key=key)
+            assert run.success and all(e.passed for e in run.get_asset_check_evaluations())
+        config = {"ops": {f"{name}__neighbor_tables": {"config": {"k_max": 5, "splits": ["train"]}}}}
+        runs[name] = defs.resolve_job_def(f"{name}_neighbors_job").execute_in_process(instance=instance, run_config=config)
+        assert runs[name].success
+    yield defs, instance, cache, teacher_run, runs
     mp.undo()

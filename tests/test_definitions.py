@@ -41,7 +41,16 @@ def test_repo_definitions_graph_snapshot():
     common = ("clip_manifest", "clip_shards", "fbank_cache", "fbank_stats", "clip_text_embeddings", "neighbor_tables")
     expected = [f"{n}/{a}" for n in names for a in common] + ["teacher/tiny_clip", "synthav_places/logmel_cache"]
     expected += [f"{n}/{a}" for n in names if n != "synthav_audiocaps" for a in ("frame_cache", "clip_image_embeddings")]
+    expected += ["experiments/audio_encoder", "experiments/retrieval_metrics", "experiments/ablation_report"]
     assert keys == sorted(expected)
+    encoder = graph.get(dg.AssetKey(["experiments", "audio_encoder"]))
+    assert {"demo_infonce_random", "demo_fn_org_t2t_i2t", "demo_nearest_match", "demo_multiframe"} <= \
+        set(encoder.partitions_def.get_partition_keys())
+    # the demo experiments train on SynthAV VGGSound: its statistics and tables come first
+    assert {dg.AssetKey(["synthav_vggsound", "fbank_stats"]), dg.AssetKey(["synthav_vggsound", "neighbor_tables"])} <= encoder.parent_keys
+    assert graph.get(dg.AssetKey(["experiments", "retrieval_metrics"])).parent_keys == {encoder.key}
+    assert graph.get(dg.AssetKey(["experiments", "ablation_report"])).parent_keys == {
+        dg.AssetKey(["experiments", "retrieval_metrics"])}
     for n in names:
         node = graph.get(dg.AssetKey([n, "clip_shards"]))
         assert node.parent_keys == {dg.AssetKey([n, "clip_manifest"])}

@@ -16,8 +16,8 @@ from models.tiny_clip import recall_from_similarity
 from pipelines.definitions import build_definitions
 from pipelines.resources import ClipTeacherResource
 
-TEACHER_FIT = {"ops": {"teacher__tiny_clip": {"config": {"epochs": 2, "batch_size": 8, "warmup_steps": 1}}}}
 PLACES, VGG, CAPS = "synthav_places", "synthav_vggsound", "synthav_audiocaps"
+TEACHER_FIT = {"ops": {"teacher__tiny_clip": {"config": {"epochs": 2, "batch_size": 8, "warmup_steps": 1}}}}  # as conftest
 
 
 def _meta(result, key: list[str]) -> dict:
@@ -30,24 +30,8 @@ def _checks(result) -> dict[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def mined(built_caches):
-    """The tiny teacher fitted (2 epochs), every shard embedded, tables mined for three datasets."""
-    _, instance, cache = built_caches
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLIPKT_TEACHER", "tiny")
-    defs = build_definitions()
-    teacher_run = defs.resolve_job_def("tiny_teacher_job").execute_in_process(instance=instance, run_config=TEACHER_FIT)
-    assert teacher_run.success
-    runs = {}
-    for name in (PLACES, VGG, CAPS):
-        for key in instance.get_dynamic_partitions(f"{name}_shards"):
-            run = defs.resolve_job_def(f"{name}_embedding_job").execute_in_process(instance=instance, partition_key=key)
-            assert run.success and all(_checks(run).values()), _checks(run)
-        config = {"ops": {f"{name}__neighbor_tables": {"config": {"k_max": 5, "splits": ["train"]}}}}
-        runs[name] = defs.resolve_job_def(f"{name}_neighbors_job").execute_in_process(instance=instance, run_config=config)
-        assert runs[name].success
-    yield defs, instance, cache, teacher_run, runs
-    mp.undo()
+def mined(mined_caches):
+    return mined_caches
 
 
 def test_teacher_fits_reports_recall_and_is_skipped_when_unchanged(mined):
