@@ -13,7 +13,6 @@ from assets.neighbor_search import brute_force_topk, read_table
 from assets.neighbor_tables_asset import current_tables_dir
 from assets.tiny_teacher import load_pairs
 from models.tiny_clip import recall_from_similarity
-from pipelines.definitions import build_definitions
 from pipelines.resources import ClipTeacherResource
 
 PLACES, VGG, CAPS = "synthav_places", "synthav_vggsound", "synthav_audiocaps"
