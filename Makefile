@@ -37,4 +37,4 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on http://127.0.0.1
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:  ## remove generated data, caches and the local Dagster instance (not the venv)
-	rm -rf data/demo data/cache data/dagster_home
+	rm -rf data/demo data/cache data/dagster_home data/reports

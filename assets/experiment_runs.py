@@ -92,9 +92,25 @@ def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normal
     return Normaliser(stats, std_scale=exp.train.fbank_std_scale, layout=layout)
 
 
+_LOADED: dict[tuple, ClipSet] = {}  # the last clip sets read in this process (a demo or backfill trains many
+_LOADED_MAX = 2                     # experiments on the same clips), keyed by their files' sizes and mtimes
+
+
+def load_clips_cached(src: "DataSources", splits) -> ClipSet:
+    dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir) if d is not None]
+    stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for d in dirs for p in sorted(Path(d).glob("*.parquet")))
+    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), stamps)
+    if key not in _LOADED:
+        clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir)
+        while len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = clips
+    return _LOADED[key]
+
+
 def training_inputs(cache, ds: DatasetConfig, exp: Experiment) -> TrainInputs:
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
-    train = load_clips(src.audio_dir, exp.train.splits, src.image_dir, src.text_dir)
+    train = load_clips_cached(src, exp.train.splits)
     train = train.subset(seeded_subset(len(train), exp.train.max_clips, exp.train.subset_seed))
     neighbours = table_rows = shortfall = None
     if exp.loss.kind == "mined":
@@ -148,7 +164,7 @@ def _validation_clips(src: DataSources, exp: Experiment, train: ClipSet) -> tupl
     if exp.eval.val_size < 2:
         return None, ""
     try:
-        val = load_clips(src.audio_dir, [exp.eval.val_split], src.image_dir, src.text_dir)
+        val = load_clips_cached(src, [exp.eval.val_split])
         label = exp.eval.val_split
     except ValueError:  # no such split (SynthAV VGGSound: train/test only): a fixed train subset
         val, label = train, "train subset"
@@ -188,7 +204,7 @@ def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment) -> tuple[ClipSet
     """(the seeded evaluation subset, whether A->T / T->A are measured)."""
     with_text = ds.format in CAPTION_FORMATS
     src = data_sources(cache, ds, exp, with_text)
-    clips = load_clips(src.audio_dir, [exp.eval.split], src.image_dir, src.text_dir)
+    clips = load_clips_cached(src, [exp.eval.split])
     return clips.subset(seeded_subset(len(clips), exp.eval.size, exp.eval.seed)), with_text
 
 

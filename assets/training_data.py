@@ -45,7 +45,10 @@ class ClipSet:
         return len(self.clip_ids)
 
     def subset(self, index: np.ndarray) -> "ClipSet":
+        """The clips at `index` (copies); the set itself when index is every clip in order."""
         index = np.asarray(index, dtype=np.int64)
+        if np.array_equal(index, np.arange(len(self))):
+            return self
         return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], self.features[index],
                        self.lengths[index], None if self.frames is None else self.frames[index],
                        None if self.captions is None else [self.captions[i] for i in index],
