@@ -45,6 +45,7 @@ class AudioEncoderConfig(dg.Config):
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:1
     seeds: list[int] = []  # train only these of the experiment's seeds; [] = all
     torch_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    max_memory_gb: float = 16.0  # training features beyond this are memory-mapped from <cache>/<dataset>/feature_spill
 
 
 class RetrievalMetricsConfig(dg.Config):
@@ -141,7 +142,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
             if runs[seed] is not None:
                 continue
             if inputs is None:
-                inputs = training_inputs(cache, ds, exp)
+                inputs = training_inputs(cache, ds, exp, config.max_memory_gb)
                 context.log.info(f"{exp.name}: {len(inputs.train)} training clips of {ds.name} "
                                  f"(left out: {inputs.train.skipped or 'none'}); validation: {inputs.val_label}")
                 if inputs.neighbour_shortfall and any(inputs.neighbour_shortfall.values()):

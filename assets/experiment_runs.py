@@ -96,29 +96,33 @@ _LOADED: dict[tuple, ClipSet] = {}  # the last clip sets read in this process (a
 _LOADED_MAX = 2                     # experiments on the same clips), keyed by their files' sizes and mtimes
 
 
-def load_clips_cached(src: "DataSources", splits) -> ClipSet:
+def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subset: tuple[int | None, int],
+                      memory_gb: float | None) -> ClipSet:
+    """load_clips, remembered for the next experiment in this process; features over `memory_gb`
+    are memory-mapped from `<cache>/<dataset>/feature_spill/`."""
     dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir) if d is not None]
     stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for d in dirs for p in sorted(Path(d).glob("*.parquet")))
-    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), stamps)
+    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), subset, memory_gb, stamps)
     if key not in _LOADED:
-        clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir)
+        clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir, subset=subset,
+                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30),
+                           spill_dir=cache.dataset_dir(ds.name) / "feature_spill")
         while len(_LOADED) >= _LOADED_MAX:
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[key] = clips
     return _LOADED[key]
 
 
-def training_inputs(cache, ds: DatasetConfig, exp: Experiment) -> TrainInputs:
+def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None) -> TrainInputs:
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
-    train = load_clips_cached(src, exp.train.splits)
-    train = train.subset(seeded_subset(len(train), exp.train.max_clips, exp.train.subset_seed))
+    train = load_clips_cached(cache, ds, src, exp.train.splits, (exp.train.max_clips, exp.train.subset_seed), memory_gb)
     neighbours = table_rows = shortfall = None
     if exp.loss.kind == "mined":
         neighbours, table_rows = _neighbour_inputs(cache, ds, exp, train)
         covered = table_rows >= 0
         shortfall = {t: int((ids[table_rows[covered]] < 0).any(axis=1).sum()) + int((~covered).sum())
                      for t, ids in neighbours.items()}
-    val, label = _validation_clips(src, exp, train)
+    val, label = _validation_clips(cache, ds, src, exp, train)
     return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, table_rows, val, label, shortfall)
 
 
@@ -160,15 +164,13 @@ def neighbours_within(ids: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
     return np.where(np.take_along_axis(valid, order, axis=1), picked, -1)
 
 
-def _validation_clips(src: DataSources, exp: Experiment, train: ClipSet) -> tuple[ClipSet | None, str]:
+def _validation_clips(cache, ds: DatasetConfig, src: DataSources, exp: Experiment, train: ClipSet) -> tuple[ClipSet | None, str]:
     if exp.eval.val_size < 2:
         return None, ""
     try:
-        val = load_clips_cached(src, [exp.eval.val_split])
-        label = exp.eval.val_split
+        return load_clips_cached(cache, ds, src, [exp.eval.val_split], (exp.eval.val_size, exp.eval.seed), None), exp.eval.val_split
     except ValueError:  # no such split (SynthAV VGGSound: train/test only): a fixed train subset
-        val, label = train, "train subset"
-    return val.subset(seeded_subset(len(val), exp.eval.val_size, exp.eval.seed)), label
+        return train.subset(seeded_subset(len(train), exp.eval.val_size, exp.eval.seed)), "train subset"
 
 
 def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
@@ -204,8 +206,7 @@ def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment) -> tuple[ClipSet
     """(the seeded evaluation subset, whether A->T / T->A are measured)."""
     with_text = ds.format in CAPTION_FORMATS
     src = data_sources(cache, ds, exp, with_text)
-    clips = load_clips_cached(src, [exp.eval.split])
-    return clips.subset(seeded_subset(len(clips), exp.eval.size, exp.eval.seed)), with_text
+    return load_clips_cached(cache, ds, src, [exp.eval.split], (exp.eval.size, exp.eval.seed), None), with_text
 
 
 def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, clips: ClipSet, with_text: bool,

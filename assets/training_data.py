@@ -14,6 +14,9 @@ step time spent waiting.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import queue
 import threading
 import time
@@ -25,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from assets.atomic_io import read_parquet_metadata
+from assets.atomic_io import atomic_path, read_parquet_metadata
 from assets.embedding_store import read_embeddings
 
 
@@ -55,22 +58,17 @@ class ClipSet:
                        None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped))
 
 
-def _feature_rows(path: Path, splits: set[str]) -> tuple[list[tuple[str, str]], dict[str, tuple[np.ndarray, int]]]:
-    """([(clip_id, split)] of every row of the given splits, clip_id -> (features float16 (*shape), true length)
-    for the ok ones)."""
-    table = pq.read_table(path, columns=["clip_id", "split", "status", "features", "n_frames"])
+def _audio_rows(path: Path, splits: set[str]) -> tuple[list[tuple[int, str, str, bool, int]], tuple[int, ...], str]:
+    """Without reading the features: [(row, clip_id, split, ok, true length)] of the given splits,
+    the feature shape and dtype."""
+    table = pq.read_table(path, columns=["clip_id", "split", "status", "n_frames"])
     meta = read_parquet_metadata(path)
     shape = tuple(int(x) for x in meta["clipkt.features.shape"].split(","))
-    dtype = meta["clipkt.features.dtype"]
-    rows, out = [], {}
     cols = {c: table.column(c).to_pylist() for c in ("clip_id", "split", "status", "n_frames")}
-    blobs = table.column("features")
-    for i, (cid, split, status, n) in enumerate(zip(cols["clip_id"], cols["split"], cols["status"], cols["n_frames"])):
-        if split in splits:
-            rows.append((cid, split))
-            if status == "ok":
-                out[cid] = (np.frombuffer(blobs[i].as_py(), dtype=dtype).reshape(shape).astype(np.float16), int(n))
-    return rows, out
+    rows = [(i, cid, split, status == "ok", int(n or 0))
+            for i, (cid, split, status, n) in enumerate(zip(cols["clip_id"], cols["split"], cols["status"], cols["n_frames"]))
+            if split in splits]
+    return rows, shape, meta["clipkt.features.dtype"]
 
 
 def _embedding_rows(path: Path, splits: set[str]) -> dict[str, tuple[np.ndarray, list[str]]]:
@@ -83,15 +81,34 @@ def _embedding_rows(path: Path, splits: set[str]) -> dict[str, tuple[np.ndarray,
     return out
 
 
+@dataclass
+class _Kept:
+    shard: Path
+    row: int
+    clip_id: str
+    split: str
+    length: int
+    frames: np.ndarray | None
+    captions: np.ndarray | None
+    texts: list[str] | None
+
+
 def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
-               text_dir: Path | None = None, frames: int | None = None) -> ClipSet:
+               text_dir: Path | None = None, frames: int | None = None, subset: tuple[int | None, int] = (None, 0),
+               memory_budget_bytes: int | None = None, spill_dir: Path | None = None) -> ClipSet:
     """Clips of `splits` that are ok in the audio cache and in the given embedding stores.
 
     Shards are the audio cache's files; embedding files of the same shard name are joined on
     clip_id. `frames`: keep clips with exactly that many frame embeddings (seed 001: L = 4);
-    None takes the count of the first clip and requires it of all."""
+    None takes the count of the first clip and requires it of all. `subset` = (size, seed): a
+    seeded subset of the usable clips (`seeded_subset`), chosen before any feature is read.
+
+    Two passes: the first reads ids, statuses and embeddings and decides which clips are used;
+    the second reads only their features. When those would take more than
+    `memory_budget_bytes`, they go to a float16 .npy in `spill_dir` that is memory-mapped (made
+    once per set of input files and reused; written to a temporary name and renamed)."""
     wanted = set(splits)
-    ids, split_of, feats, lengths, frame_rows, caps, cap_texts = [], [], [], [], [], [], []
+    kept: list[_Kept] = []
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
@@ -100,15 +117,16 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
     shard_files = sorted(Path(audio_dir).glob("*.parquet"))
     if not shard_files:
         raise FileNotFoundError(f"no audio cache shards in {audio_dir}; materialise the dataset's shard job first")
+    shape, dtype = None, None
     for path in shard_files:
-        rows, audio = _feature_rows(path, wanted)
+        rows, shape, dtype = _audio_rows(path, wanted)
         for d in (image_dir, text_dir):
             if d is not None and not (d / path.name).exists():
                 raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")
         images = _embedding_rows(image_dir / path.name, wanted) if image_dir is not None else None
         texts = _embedding_rows(text_dir / path.name, wanted) if text_dir is not None else None
-        for cid, split in rows:
-            if cid not in audio:
+        for row, cid, split, ok, length in rows:
+            if not ok:
                 skip("audio not ok")
                 continue
             if images is not None and cid not in images:
@@ -122,21 +140,49 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
             if texts is not None and cid not in texts:
                 skip("no caption embeddings")
                 continue
-            if images is not None:
-                frame_rows.append(images[cid][0])
-            if texts is not None:
-                caps.append(texts[cid][0])
-                cap_texts.append(texts[cid][1])
-            f, n = audio[cid]
-            ids.append(cid)
-            split_of.append(split)
-            feats.append(f)
-            lengths.append(n)
-    if not ids:
+            kept.append(_Kept(path, row, cid, split, length, images[cid][0] if images is not None else None,
+                              texts[cid][0] if texts is not None else None, texts[cid][1] if texts is not None else None))
+    if not kept:
         raise ValueError(f"no usable clips of splits {sorted(wanted)} in {audio_dir} (skipped: {skipped or 'none'})")
-    return ClipSet(ids, split_of, np.stack(feats), np.asarray(lengths, np.int64),
-                   np.stack(frame_rows) if image_dir is not None else None,
-                   caps if text_dir is not None else None, cap_texts if text_dir is not None else None, skipped)
+    kept = [kept[i] for i in seeded_subset(len(kept), subset[0], subset[1])]
+    features = _read_features(kept, shape, dtype, memory_budget_bytes, spill_dir)
+    return ClipSet([k.clip_id for k in kept], [k.split for k in kept], features,
+                   np.asarray([k.length for k in kept], np.int64),
+                   np.stack([k.frames for k in kept]) if image_dir is not None else None,
+                   [k.captions for k in kept] if text_dir is not None else None,
+                   [k.texts for k in kept] if text_dir is not None else None, skipped)
+
+
+def _read_features(kept: list[_Kept], shape: tuple[int, ...], dtype: str, budget: int | None,
+                   spill_dir: Path | None) -> np.ndarray:
+    """(N, *shape) float16 features of the kept clips, in memory or memory-mapped from spill_dir."""
+    n_bytes = len(kept) * int(np.prod(shape)) * 2
+    spill = budget is not None and n_bytes > budget
+    if spill and spill_dir is None:
+        raise MemoryError(f"{len(kept)} clips' features take {n_bytes / 2**30:.1f} GiB, over the memory budget of "
+                          f"{budget / 2**30:.1f} GiB, and no spill directory was given")
+    target = None
+    if spill:
+        digest = hashlib.sha256(json.dumps(
+            [[str(k.shard), k.shard.stat().st_size, k.shard.stat().st_mtime_ns, k.row] for k in kept]).encode()).hexdigest()[:20]
+        target = Path(spill_dir) / f"features_{digest}.npy"
+        if target.exists():
+            return np.load(target, mmap_mode="r")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with (atomic_path(target) if spill else contextlib.nullcontext()) as tmp:
+        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(kept), *shape)) if spill
+               else np.empty((len(kept), *shape), np.float16))
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for i, k in enumerate(kept):
+            by_shard.setdefault(k.shard, []).append((i, k.row))
+        for shard, pairs in by_shard.items():
+            blobs = pq.read_table(shard, columns=["features"]).column("features")
+            for i, row in pairs:
+                out[i] = np.frombuffer(blobs[row].as_py(), dtype=dtype).reshape(shape)
+        if spill:
+            out.flush()
+            del out
+    return np.load(target, mmap_mode="r") if spill else out
 
 
 def seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:

@@ -144,3 +144,31 @@ def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     assert "| t_mined | random | 3 | ✓ | ✓ | ✗ | ✓ | ✗ |" in md
     assert "t_mined vs t_base" in md
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_clip_loading_joins_caches_and_spills_features_to_disk(mined_caches, tmp_path):
+    """Over the memory budget the features are a memory-mapped .npy, identical to the in-memory ones;
+    a seeded subset is the same clips as subsetting the full set."""
+    from assets.training_data import load_clips, seeded_subset
+    _, _, cache, _, _ = mined_caches
+    base = cache.dataset_dir("synthav_vggsound")
+    dirs = (base / "fbank_cache", ["train"], base / "clip_image_embeddings")
+    full = load_clips(*dirs)
+    manifest = pq.read_table(cache.manifest_path("synthav_vggsound")).to_pylist()
+    usable = {m["clip_id"] for m in manifest if m["split"] == "train" and m["status"] == "ok"}
+    assert set(full.clip_ids) <= usable and len(full) >= len(usable) - 3  # the silent / too-short clips are left out
+    rows = sum(r == "train" for f in (base / "fbank_cache").glob("*.parquet")
+               for r in pq.read_table(f, columns=["split"]).column("split").to_pylist())
+    assert full.frames.shape == (len(full), 4, 128) and sum(full.skipped.values()) == rows - len(full)
+    spilled = load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path)
+    files = list(tmp_path.glob("features_*.npy"))
+    assert len(files) == 1 and isinstance(spilled.features, np.memmap)
+    assert np.array_equal(np.asarray(spilled.features), full.features) and spilled.clip_ids == full.clip_ids
+    mtime = files[0].stat().st_mtime_ns
+    assert np.array_equal(np.asarray(load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path).features), full.features)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    with pytest.raises(MemoryError, match="over the memory budget"):
+        load_clips(*dirs, memory_budget_bytes=1)
+    part = load_clips(*dirs, subset=(7, 3))
+    index = seeded_subset(len(full), 7, 3)
+    assert part.clip_ids == [full.clip_ids[i] for i in index] and np.array_equal(part.features, full.features[index])
