@@ -26,7 +26,7 @@ def report_rows(docs: list[dict]) -> list[dict]:
         row = {"experiment": d["experiment"], "dataset": d["dataset"], "stage": d["stage"], "model": d["model"],
                "frames": d["frames"] + (f" (n={d['nearest_start_epoch']})" if d.get("nearest_start_epoch") is not None else ""),
                "loss": d["loss"], "k": d["k"], "seeds": len(d["seeds"]), "eval_clips": d["eval"]["clips"],
-               "description": d.get("description", "")}
+               "description": d.get("description", ""), "tags": list(d.get("tags", []))}
         for t in ALL_TABLES:
             row[t] = t in d["tables"]
         for direction in DIRECTIONS:
@@ -77,15 +77,24 @@ def markdown_report(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _is_baseline(r: dict) -> bool:
+    return r["loss"] == "infonce" and r["frames"] == "random"
+
+
 def baseline_deltas(rows: list[dict]) -> list[dict]:
-    """Each experiment against the InfoNCE random-frame experiment of the same dataset, stage and model
-    (the first by name when there are several): the change in mean R@k, in points."""
+    """Each experiment that is not itself an InfoNCE random-frame run, against such a run of the same
+    dataset, stage and model: the one sharing most tags, then with the nearest number of seeds,
+    then first by name. The change in mean R@k, in points."""
     out = []
     for r in rows:
-        base = next((b for b in rows if b["dataset"] == r["dataset"] and b["stage"] == r["stage"]
-                     and b["model"] == r["model"] and b["loss"] == "infonce" and b["frames"] == "random"), None)
-        if base is None or base is r:
+        if _is_baseline(r):
             continue
+        candidates = [b for b in rows if _is_baseline(b) and (b["dataset"], b["stage"], b["model"]) ==
+                      (r["dataset"], r["stage"], r["model"])]
+        if not candidates:
+            continue
+        base = min(candidates, key=lambda b: (-len(set(b["tags"]) & set(r["tags"])), abs(b["seeds"] - r["seeds"]),
+                                              b["experiment"]))
         delta = {"experiment": r["experiment"], "baseline": base["experiment"]}
         for d in DIRECTIONS:
             for k in KS:

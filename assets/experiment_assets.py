@@ -135,6 +135,8 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
             import torch
             torch.set_num_threads(config.torch_threads)
         seeds = [s for s in exp.seeds if not config.seeds or s in config.seeds]
+        if not seeds:
+            raise dg.Failure(f"config seeds {config.seeds} are not among {exp.name}'s seeds {list(exp.seeds)}")
         started = time.perf_counter()
         runs, trained, inputs = {}, [], None
         for seed in seeds:

@@ -3,8 +3,11 @@
 `load_clips` joins, per shard, the audio cache (fbank_cache for the audio ViT, logmel_cache
 for DaveNet), the teacher's frame embeddings and caption embeddings on clip_id, keeping the
 clips of the requested splits that are `ok` in every cache the run needs. Raw features stay
-float16 in memory (256 KB per 1000 x 128 clip); normalisation with `fbank_stats` happens per
-batch, so changed statistics never force a cache rebuild.
+float16 (256 KB per 1000 x 128 clip: 2500 clips are 640 MB), in memory or, past a memory
+budget, in a memory-mapped spill file (AudioSet's 1.67M training clips are 430 GB);
+normalisation with `fbank_stats` happens per batch, so changed statistics never force a
+cache rebuild. The teacher's embeddings are held in memory (4 x 512 float32 per clip: 13 GB
+for 1.67M clips).
 
 `BatchLoader` assembles batches on background threads (gather, float16 -> float32,
 normalise, pin on CUDA) and keeps `prefetch` of them queued ahead of the device; it

@@ -233,22 +233,22 @@ def test_baseline_deltas_in_points():
     one_seed = {0: BASE_SEEDS[0]}
     docs = [base_doc(), mined_doc(), ft_doc(),
             _doc("nearest_n2", {0: MINED_SEEDS[1]}, frames="nearest", nearest_start_epoch=2),
-            _doc("zz_infonce_again", one_seed),  # a second InfoNCE random row: compared with the first by name
+            _doc("zz_infonce_again", one_seed),  # a second InfoNCE random row: a baseline, not compared
             _doc("davenet_mined", one_seed, model="davenet", loss="mined", tables=("org", "t2t"), k=5),  # no davenet baseline
             _doc("other_dataset_mined", one_seed, dataset="synthav_other", loss="mined", tables=("org", "i2i"), k=3)]
     deltas = baseline_deltas(report_rows(docs))
-    # places_ft and base_infonce are their own baselines; davenet_mined and other_dataset_mined have none
+    # places_ft, base_infonce and zz_infonce_again are baselines; davenet_mined and other_dataset_mined have none.
+    # mined (two seeds) and nearest (one seed) share all tags with both baselines: the nearest seed count decides
     assert [(d["experiment"], d["baseline"]) for d in deltas] == [
-        ("mined_t2t_i2t", "base_infonce"), ("nearest_n2", "base_infonce"), ("zz_infonce_again", "base_infonce")]
+        ("mined_t2t_i2t", "base_infonce"), ("nearest_n2", "zz_infonce_again")]
     by_name = {d["experiment"]: d for d in deltas}
     cols = ["A->I R@1", "A->I R@5", "A->I R@10", "I->A R@1", "I->A R@5", "I->A R@10"]
     # base means (%): A->I 12.5, 31, 51; I->A 10, 26, 42
     # mined means:    A->I 15.5, 35, 57.5; I->A 11.5, 29, 46
     expected = {"mined_t2t_i2t": [3.0, 4.0, 6.5, 1.5, 3.0, 4.0],
-                # nearest_n2 is seed 1 of MINED: A->I 16, 35, 60; I->A 12, 30, 47
-                "nearest_n2": [3.5, 4.0, 9.0, 2.0, 4.0, 5.0],
-                # zz_infonce_again is seed 0 of BASE: A->I 12, 30, 50; I->A 10, 25, 40
-                "zz_infonce_again": [-0.5, -1.0, -1.0, 0.0, -1.0, -2.0]}
+                # nearest_n2 is seed 1 of MINED: A->I 16, 35, 60; I->A 12, 30, 47, against
+                # zz_infonce_again, seed 0 of BASE: A->I 12, 30, 50; I->A 10, 25, 40
+                "nearest_n2": [4.0, 5.0, 10.0, 2.0, 5.0, 7.0]}
     for name, values in expected.items():
         d = by_name[name]
         assert sorted(d) == sorted(["experiment", "baseline", *cols])  # no A->T / T->A: not measured
@@ -256,7 +256,16 @@ def test_baseline_deltas_in_points():
     text = deltas_markdown(deltas)
     assert text.splitlines()[0] == ("- mined_t2t_i2t vs base_infonce: A->I R@1 +3.0, A->I R@5 +4.0, A->I R@10 +6.5, "
                                     "I->A R@1 +1.5, I->A R@5 +3.0, I->A R@10 +4.0 (points)")
-    assert text.splitlines()[2].startswith("- zz_infonce_again vs base_infonce: A->I R@1 -0.5,")
+    assert text.splitlines()[1].startswith("- nearest_n2 vs zz_infonce_again: A->I R@1 +4.0,")
+
+
+def test_baseline_sharing_tags_is_preferred():
+    one_seed = {0: BASE_SEEDS[0]}
+    demo_base, paper_base = _doc("a_demo_base", one_seed), _doc("b_paper_base", one_seed)
+    paper_mined = _doc("paper_mined", one_seed, loss="mined", tables=("org", "t2t"), k=10)
+    paper_base["tags"] = paper_mined["tags"] = ["paper"]
+    deltas = baseline_deltas(report_rows([demo_base, paper_base, paper_mined]))
+    assert [(d["experiment"], d["baseline"]) for d in deltas] == [("paper_mined", "b_paper_base")]
 
 
 def test_baseline_deltas_without_any_baseline_is_empty():
