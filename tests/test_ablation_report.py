@@ -139,7 +139,7 @@ def test_report_row_percent_and_flags():
         for k in ("R@1", "R@5", "R@10", "median_rank"):
             assert row[f"{d} {k}"] is None and row[f"{d} {k} std"] is None
     assert row["chance R@10"] == 4.0  # 100 x the larger of 0.02 and 0.04
-    assert len(row) == 10 + 5 + 4 * 4 * 2 + 1
+    assert len(row) == 11 + 5 + 4 * 4 * 2 + 1 and row["tags"] == []
 
 
 def test_report_rows_flags_from_metrics_documents_and_order():
