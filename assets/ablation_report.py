@@ -8,12 +8,12 @@ comparison the demo reports: each experiment against its dataset's InfoNCE rando
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pyarrow as pa
 
 from assets.experiments import ALL_TABLES
+from assets.plots import figure_png, subplots
 
 DIRECTIONS = ("A->I", "I->A", "A->T", "T->A")
 KS = ("R@1", "R@5", "R@10")
@@ -115,13 +115,9 @@ def deltas_markdown(deltas: list[dict]) -> str:
 
 def report_plot(rows: list[dict]) -> bytes:
     """PNG: R@10 per experiment, one bar per direction measured, the chance level dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     directions = [d for d in DIRECTIONS if any(r[f"{d} R@10"] is not None for r in rows)]
     labels = [r["experiment"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 3.6), dpi=90)
+    fig, ax = subplots(figsize=(max(6, 0.9 * len(rows) + 2), 3.6), dpi=90)
     width = 0.8 / max(1, len(directions))
     x = np.arange(len(rows))
     for i, d in enumerate(directions):
@@ -134,8 +130,4 @@ def report_plot(rows: list[dict]) -> bytes:
     ax.set_ylabel("R@10 (%)")
     ax.set_title("R@10 per experiment (dashed: chance)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -12,8 +12,6 @@ The experiment file is re-read when a run starts, so an edited file takes effect
 reloading the code location (a new file needs a reload: it adds a partition).
 """
 
-import base64
-import io
 import json
 import os
 import time
@@ -29,6 +27,7 @@ from assets.dataset_config import DatasetConfig
 from assets.experiment_runs import (METRICS_FILE, evaluate_seed, evaluation_clips, finished_run, metrics_document,
                                     read_metrics, run_dir, train_seed, training_inputs, write_metrics)
 from assets.experiments import Experiment, ExperimentError
+from assets.plots import figure_png, png_markdown, subplots
 from assets.trainer import FINAL_WEIGHTS
 from pipelines.datasets import REPO_ROOT, load_all_experiments
 from pipelines.resources import CachePaths, ClipTeacherResource
@@ -73,16 +72,9 @@ def _experiment(context: dg.AssetExecutionContext, datasets: dict[str, DatasetCo
     return exp, datasets[exp.dataset], experiments
 
 
-def _png_md(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
 def curves_plot(runs: dict[int, dict]) -> bytes:
     """Training loss and the per-epoch validation R@10 of every seed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    fig, (ax_loss, ax_val) = subplots(1, 2, figsize=(8, 3), dpi=80)
     for seed, run in sorted(runs.items()):
         h = run["history"]
         epochs = [r["epoch"] + 1 for r in h]
@@ -97,11 +89,7 @@ def curves_plot(runs: dict[int, dict]) -> bytes:
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _run_table(runs: dict[int, dict]) -> str:
@@ -164,7 +152,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
             "train_clips": h0["train_clips"], "steps_per_epoch": h0["steps_per_epoch"],
             "neighbour_shortfall": h0.get("neighbour_shortfall") or {},
             "runs": dg.MetadataValue.md(_run_table(runs)),
-            "curves": _png_md(curves_plot(runs), "loss and validation recall per epoch"),
+            "curves": dg.MetadataValue.md(png_markdown(curves_plot(runs), "loss and validation recall per epoch")),
             "data_wait_fraction": float(np.mean([r["data_wait_fraction"] for run in runs.values() for r in run["history"]])),
             "weights": dg.MetadataValue.path(str(run_dir(cache, exp, seeds[0]) / FINAL_WEIGHTS)),
             "seconds": round(time.perf_counter() - started, 1),
@@ -236,7 +224,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
         missing = [e.name for e in wanted if read_metrics(cache, e) is None]
         return dg.MaterializeResult(metadata={
             "table": dg.MetadataValue.md(md), "vs_baseline": dg.MetadataValue.md(deltas or "no baseline to compare with"),
-            "chart": _png_md(png, "R@10 per experiment"), "experiments": len(rows),
+            "chart": dg.MetadataValue.md(png_markdown(png, "R@10 per experiment")), "experiments": len(rows),
             "without_current_metrics": missing, "path": dg.MetadataValue.path(str(out / "ablation.md"))})
 
     return [audio_encoder, retrieval_metrics, ablation_report], partitions

@@ -11,8 +11,6 @@ A bin that is constant (the empty 128th-bin filter, see assets.audio_cache) has 
 per-bin normalisation leaves such bins centred but unscaled (std treated as 1).
 """
 
-import base64
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import pyarrow.parquet as pq
 
 from assets.atomic_io import atomic_path
 from assets.dataset_config import DatasetConfig
+from assets.plots import figure_png, png_markdown, subplots
 from pipelines.resources import CachePaths
 
 
@@ -98,21 +97,14 @@ def normalise_fbank(features: np.ndarray, stats: dict, std_scale: float = 1.0) -
     return (features - stats["mean"]) / (stats["std"] * std_scale)
 
 
-def _bin_plot(m: Moments) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _bin_plot(m: Moments) -> bytes:
     std = np.sqrt(m.m2 / m.count)
-    fig, ax = plt.subplots(figsize=(6, 2.5), dpi=80)
+    fig, ax = subplots(figsize=(6, 2.5), dpi=80)
     ax.plot(m.mean, label="mean")
     ax.fill_between(np.arange(len(std)), m.mean - std, m.mean + std, alpha=0.3, label="±std")
     ax.set_xlabel("mel bin")
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return figure_png(fig)
 
 
 class FbankStatsConfig(dg.Config):
@@ -147,7 +139,7 @@ def build_fbank_stats_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(out)), "mean": round(stats["mean"], 4), "std": round(stats["std"], 4),
             "clips": clips, "frames": stats["frames"], "splits": config.splits, "constant_bins": stats["constant_bins"],
-            "per_bin_mean_std": dg.MetadataValue.md(f"![per-bin mean and std](data:image/png;base64,{_bin_plot(moments)})"),
+            "per_bin_mean_std": dg.MetadataValue.md(png_markdown(_bin_plot(moments), "per-bin mean and std")),
         })
 
     return fbank_stats

@@ -12,9 +12,7 @@ run leaves the previous set in use. `clips.parquet` maps table row -> clip_id, s
 and text. Unchanged inputs and config: nothing is recomputed.
 """
 
-import base64
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -26,6 +24,7 @@ import pyarrow.parquet as pq
 
 from assets.atomic_io import atomic_path, read_parquet_metadata, write_parquet_atomic
 from assets.dataset_config import DatasetConfig
+from assets.plots import figure_png, png_markdown, subplots
 from assets.embedding_store import pool, read_embeddings
 from assets.manifest import markdown_table
 from assets.neighbor_search import SearchParams
@@ -100,11 +99,8 @@ def load_clip_vectors(paths_text: list, paths_image: list | None, image_pooling:
     return clips, img, txt, skipped
 
 
-def _curve_plot(summaries) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
+def _curve_plot(summaries) -> bytes:
+    fig, ax = subplots(figsize=(5.5, 3.2), dpi=80)
     for s in summaries:
         ax.plot(list(s.curve), list(s.curve.values()), marker="o", label=s.name)
     ax.set_xscale("log")
@@ -112,11 +108,7 @@ def _curve_plot(summaries) -> str:
     ax.set_ylabel("mean of the top-K similarities")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return figure_png(fig)
 
 
 def _examples_md(summaries, texts: list[str], top: int = 3) -> str:
@@ -242,7 +234,7 @@ def _build(context, ds: DatasetConfig, config: NeighborTablesConfig, paths: dict
         if "org" in summaries and has_images else None,
     }
     if cross:
-        meta["similarity_curve"] = (f"![average of the top-K similarity](data:image/png;base64,{_curve_plot(cross)})\n\n"
+        meta["similarity_curve"] = (png_markdown(_curve_plot(cross), "average of the top-K similarity") + "\n\n"
                                     + markdown_table([{"table": s.name} | {f"K={K}": round(v, 4) for K, v in s.curve.items()}
                                                       for s in cross]))
         meta["batch_fraction"] = (f"Fraction of clips with at least one of their top-{config.false_negative_k} "

@@ -122,7 +122,11 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
         raise FileNotFoundError(f"no audio cache shards in {audio_dir}; materialise the dataset's shard job first")
     shape, dtype = None, None
     for path in shard_files:
-        rows, shape, dtype = _audio_rows(path, wanted)
+        rows, shard_shape, shard_dtype = _audio_rows(path, wanted)
+        if shape is not None and (shard_shape, shard_dtype) != (shape, dtype):
+            raise ValueError(f"{path}: features {'x'.join(map(str, shard_shape))} {shard_dtype}, but {shard_files[0].name} "
+                             f"has {'x'.join(map(str, shape))} {dtype}; rebuild the cache's shards with one configuration")
+        shape, dtype = shard_shape, shard_dtype
         for d in (image_dir, text_dir):
             if d is not None and not (d / path.name).exists():
                 raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")

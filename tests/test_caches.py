@@ -117,3 +117,5 @@ def test_unchanged_shard_is_skipped_and_a_parameter_change_recomputes(built):
     decodable = table.column("input_status").to_pylist().count("ok")
     assert meta["skipped_up_to_date"].value is False and meta["computed"].value == decodable
     assert read_features(table)[0].shape[1:] == (1000, 64)
+    # back to the defaults, so later tests sharing this cache see one feature shape again
+    assert job.execute_in_process(instance=instance, partition_key=key).success
