@@ -195,12 +195,15 @@ class Trainer:
         if latest is not None:
             state = load_checkpoint(latest, self.modules, self.optimizer, self.scheduler)
             self.history = state["extra"]["history"]
+            if state["extra"].get("grad_scaler"):
+                self.scaler.load_state_dict(state["extra"]["grad_scaler"])  # float16 AMP's loss scale
             first = state["epoch"] + 1
             self.log(f"{self.exp.name} seed {self.seed}: resuming after epoch {state['epoch']} from {latest}")
         for epoch in range(first, self.exp.epochs):
             row = self._epoch(epoch)
             self.history.append(row)
-            save_checkpoint(ckpt_dir, epoch, self.modules, self.optimizer, self.scheduler, {"history": self.history})
+            save_checkpoint(ckpt_dir, epoch, self.modules, self.optimizer, self.scheduler,
+                            {"history": self.history, "grad_scaler": self.scaler.state_dict()})
             self.log(f"{self.exp.name} seed {self.seed} epoch {epoch + 1}/{self.exp.epochs}: loss {row['loss']:.4f}, "
                      f"{row['steps_per_s']:.2f} steps/s, data wait {row['data_wait_fraction']:.1%}"
                      + "".join(f", {k} {v:.3f}" for k, v in row.items() if k.startswith("val_")))
