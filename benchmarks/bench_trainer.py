@@ -35,7 +35,7 @@ from models.audio_encoder import build_audio_encoder
 from models.tiny_clip import TINY_CLIP_CONFIG
 
 MODELS = {  # name: (open_clip config, audio ViT knobs)
-    "tiny": (TINY_CLIP_CONFIG, {"patch": [32, 32], "stride": [32, 32], "layers": 2}),  # the demo's experiments
+    "tiny": (TINY_CLIP_CONFIG, {"patch": [32, 32], "stride": [32, 32], "layers": 1}),  # the demo's experiments
     "vit-b-32": ({"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 1}},
                  {"patch": None, "stride": [16, 24], "layers": None}),
