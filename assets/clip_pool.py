@@ -175,6 +175,7 @@ def _collect(slot: _Slot, done: dict, stats: PoolStats, max_rss_mb: float, ctx, 
         result, rss = slot.conn.recv()
     except (EOFError, OSError):  # the worker died mid-clip (segfault, OOM killer)
         head = slot.queue.popleft()
+        slot.proc.join(timeout=5)  # the pipe closes before the process is reaped: wait for its exit code
         done[head] = ClipResult(head, error_kind="worker_died",
                                 error=f"worker exited with code {slot.proc.exitcode} while on task {head}")
         return _replace(slot, stats, ctx, fn, init, pending, kill=True)
