@@ -94,7 +94,7 @@ class TrainSpec:
     subset_seed: int = 0
     fbank_std_scale: float = 1.0  # normalisation (x - mean) / (std * scale); AST uses 2
     fbank_stats_from: str | None = None  # another dataset's fbank_stats (seed 001 normalises AudioCaps with AudioSet's)
-    num_workers: int = 1  # background threads assembling batches
+    num_workers: int | None = None  # threads assembling batches ahead; None: 1 on CUDA, 0 (in the loop) on the CPU
     prefetch: int = 4  # batches queued ahead of the device
 
 
@@ -253,7 +253,8 @@ def validate(exp: Experiment) -> None:
     if exp.optim.optimizer not in ("lars", "adamw"):
         fail(f"optim.optimizer must be lars or adamw, got {exp.optim.optimizer!r}")
     for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
-                             ("eval.size", exp.eval.size, 2), ("train.num_workers", exp.train.num_workers, 1)):
+                             ("eval.size", exp.eval.size, 2),
+                             ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0)):
         if not isinstance(value, int) or value < low:
             fail(f"{name} must be an integer >= {low}, got {value!r}")
     if exp.batch_size % exp.grad_accum:

@@ -73,6 +73,15 @@ def optim_config(exp: Experiment, steps_per_epoch: int) -> OptimConfig:
                        min_lr_ratio=o.min_lr_ratio)
 
 
+def loader_workers(configured: int | None, device: torch.device) -> int:
+    """Background batch threads: on CUDA one keeps the GPU fed while the CPU is idle; on the CPU the
+    step already uses every core, and a concurrent thread only slows it (measured: 0.85-0.89x of a
+    bare loop with one thread, see benchmarks/bench_trainer.py), so batches are built in the loop."""
+    if configured is not None:
+        return configured
+    return 1 if device.type == "cuda" else 0
+
+
 def _segments(exp: Experiment, inputs: TrainInputs) -> int | None:
     return inputs.train.frames.shape[1] if exp.frames.strategy == "multiframe" else None
 
@@ -102,6 +111,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, exp.epochs * self.steps_per_epoch)
         self.scaler = grad_scaler(device)
         self.segments = _segments(exp, inputs)
+        self.loader_workers = loader_workers(exp.train.num_workers, device)
         self.history: list[dict] = []
 
     # -- one step --------------------------------------------------------------------------
@@ -168,7 +178,7 @@ class Trainer:
         exp, train = self.exp, self.inputs.train
         order = np.random.default_rng((self.seed, epoch)).permutation(len(train))
         loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
-                             workers=exp.train.num_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
+                             workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         self.modules.train()
         total = torch.zeros((), device=self.device)

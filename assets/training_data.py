@@ -215,8 +215,8 @@ class Normaliser:
         self.mean, self.std = mean, std
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        """A new float32 tensor; normalised in place after the one conversion copy (this runs on the
-        loader's thread next to the training step, so it must stay cheap)."""
+        """A new float32 tensor, normalised in place after the one conversion copy (this runs next to
+        the training step, so it must stay cheap; converting while subtracting would round in float16)."""
         return raw.to(torch.float32, copy=True).sub_(self.mean).div_(self.std)
 
 
@@ -246,8 +246,10 @@ class BatchLoader:
         n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
         self.batches = [np.asarray(order[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
         self.clips, self.normalise, self.caption_seed = clips, normalise, caption_seed
-        self.workers, self.prefetch, self.pin = max(1, workers), max(1, prefetch), pin_memory
+        self.workers, self.prefetch, self.pin = max(0, workers), max(1, prefetch), pin_memory
         self.wait_seconds = 0.0
+        # in-memory features: gathered by torch (a view, no copy); a read-only memmap: by numpy
+        self._features = torch.from_numpy(clips.features) if clips.features.flags.writeable else None
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -255,7 +257,9 @@ class BatchLoader:
     def build(self, b: int) -> Batch:
         idx = self.batches[b]
         c = self.clips
-        audio = self.normalise(torch.from_numpy(c.features[idx]))
+        raw = (self._features.index_select(0, torch.from_numpy(idx)) if self._features is not None
+               else torch.from_numpy(c.features[idx]))
+        audio = self.normalise(raw)
         frames = torch.from_numpy(c.frames[idx]) if c.frames is not None else None
         captions = None
         if c.captions is not None:
@@ -269,6 +273,13 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.wait_seconds = 0.0
+        if self.workers == 0:  # built in the loop: all of the build time is waiting
+            for b in range(len(self.batches)):
+                start = time.perf_counter()
+                batch = self.build(b)
+                self.wait_seconds += time.perf_counter() - start
+                yield batch
+            return
         slots: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in self.batches]
         ticket = threading.Semaphore(self.prefetch)
         stop = threading.Event()

@@ -100,6 +100,8 @@ def test_batch_loader_order_normalisation_and_caption_picks(clips):
     norm = Normaliser({"mean": 0.5, "std": 2.0})
     one = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=1))
     three = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=3, prefetch=2))
+    inline = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=0))  # the CPU default: no thread
+    assert all(torch.equal(a.audio, c.audio) and torch.equal(a.captions, c.captions) for a, c in zip(one, inline))
     assert len(one) == 4  # 24 // 5, the last partial batch dropped
     for a, b, start in zip(one, three, range(0, 20, 5)):
         idx = order[start:start + 5]
