@@ -208,7 +208,7 @@ def _build(cls, data: Any, where: str, source: str):
 def parse_experiment(data: dict, name: str, source: str = "<experiment>") -> Experiment:
     if not isinstance(data, dict):
         raise ExperimentError(f"{source}: an experiment file must be a YAML mapping")
-    top = {f.name for f in fields(Experiment)} - {"name", "path"}
+    top = {f.name for f in fields(Experiment)} - {"name", "path", "base"}  # base: set by load_experiments
     unknown = sorted(set(data) - top)
     if unknown:
         raise ExperimentError(f"{source}: unknown key(s) {unknown}; known: {sorted(top)}")

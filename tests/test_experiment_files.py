@@ -367,3 +367,9 @@ def test_fine_tune_fingerprint_follows_its_base(tmp_path):
     after = load_experiments(tmp_path)
     assert after["base"].fingerprint(0) != before["base"].fingerprint(0)
     assert after["ft"].fingerprint(0) != before["ft"].fingerprint(0)
+
+
+def test_base_is_not_a_file_key():
+    """`base` (the init_from experiment) is filled in by load_experiments, never read from a file."""
+    with pytest.raises(ExperimentError, match=r"b\.yaml: unknown key\(s\) \['base'\]"):
+        parse_experiment({"dataset": "places", "base": "other"}, "b", "b.yaml")
