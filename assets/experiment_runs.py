@@ -180,8 +180,8 @@ def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
                                patch=m.patch, stride=m.stride, layers=m.layers, width=m.width)
 
 
-def embedding_dim(inputs_or_clips) -> int:
-    clips = inputs_or_clips.train if isinstance(inputs_or_clips, TrainInputs) else inputs_or_clips
+def embedding_dim(clips: ClipSet) -> int:
+    """The teacher's embedding dimension, read off the clips' frame (or caption) embeddings."""
     return int((clips.frames if clips.frames is not None else clips.captions[0]).shape[-1])
 
 
@@ -190,7 +190,7 @@ def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, in
                stop_after_epoch: int | None = None) -> dict:
     """Train one seed (resuming its checkpoints); returns its run.json summary."""
     dev = resolve_device(device)
-    model = build_encoder(exp, teacher, embedding_dim(inputs), seed)
+    model = build_encoder(exp, teacher, embedding_dim(inputs.train), seed)
     if exp.init_from is not None:
         base = experiments[exp.init_from]
         weights = run_dir(cache, base, seed) / FINAL_WEIGHTS
