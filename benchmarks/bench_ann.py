@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.bench_ann --n 100000 --queries 1000
 
 Question: is an approximate faiss index >= 5x faster than exact flat search at recall@10 >= 0.95?
-Everything goes through assets.neighbor_search (build_index, search, recall_at_k), exactly as a
+Everything goes through assets.mining.neighbor_search (build_index, search, recall_at_k), exactly as a
 neighbour-table build would use it.
 
 Data: N unit vectors of dimension D around C random unit centres (C = sqrt(N) by default):
@@ -31,7 +31,7 @@ from dataclasses import replace
 import faiss
 import numpy as np
 
-from assets.neighbor_search import SearchParams, brute_force_topk, build_index, recall_at_k, search
+from assets.mining.neighbor_search import SearchParams, brute_force_topk, build_index, recall_at_k, search
 
 
 def clustered_unit_vectors(n: int, dim: int, n_clusters: int, noise: float, seed: int) -> np.ndarray:

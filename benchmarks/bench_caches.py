@@ -5,11 +5,11 @@
 
 Each time is the best of 3 runs (1 for the slow ffmpeg baseline). Baselines (all single
 process, torch at 1 thread, same clip list):
-- FBANK: a bare loop of decode (assets.audio_features.decode_audio) + torchaudio kaldi.fbank.
+- FBANK: a bare loop of decode (assets.caches.audio_features.decode_audio) + torchaudio kaldi.fbank.
 - frames: a bare `decord.VideoReader(path).get_batch(indices).asnumpy()` loop; the same loop plus
   the CLIP resize/centre-crop the stage must do; and VIP-ANT's extraction, one
   `ffmpeg -ss T -i clip -frames:v 1` process per frame (the imageio-ffmpeg binary).
-The stages run through assets.shard_cache.build_shard exactly as the Dagster assets do
+The stages run through assets.caches.shard_builder.build_shard exactly as the Dagster assets do
 (worker processes, per-clip time bound, Parquet written atomically), first with 1 worker
 (ratios against the baselines) and then with 2 (the scaling ratio).
 """
@@ -29,12 +29,12 @@ import pyarrow as pa
 import torch
 import torchaudio
 
-from assets.audio_cache import audio_row, audio_spec
-from assets.audio_features import FbankParams, decode_audio
-from assets.frame_cache import frame_row, frame_spec
-from assets.manifest import MANIFEST_SCHEMA
-from assets.shard_cache import build_shard
-from assets.video_frames import FrameParams, frame_indices, frame_timestamps, resize_center_crop
+from assets.caches.audio_cache_rows import audio_row, audio_spec
+from assets.caches.audio_features import FbankParams, decode_audio
+from assets.caches.frame_cache_rows import frame_row, frame_spec
+from assets.ingest.manifest import MANIFEST_SCHEMA
+from assets.caches.shard_builder import build_shard
+from assets.caches.video_frames import FrameParams, frame_indices, frame_timestamps, resize_center_crop
 from data.synthav.generate import SynthAVConfig, generate
 
 CHECKS = {"min_seconds": 1.0, "min_fraction": 0.5, "silence_dbfs": -60.0, "min_source_rate": 16000}

@@ -3,14 +3,14 @@
     .venv/bin/python -m benchmarks.bench_mining                     # ViT-B/32 on 192 frames, 40k x 512 vectors
     .venv/bin/python -m benchmarks.bench_mining --frames 512 --vectors 50000
 
-Embedding stage: `assets.clip_embeddings.embed_frame_lists` with `ClipTeacher.encode_images`
+Embedding stage: `assets.mining.teacher_embedding.embed_frame_lists` with `ClipTeacher.encode_images`
 (the asset's path: cached JPEG bytes -> decode in a background thread -> uint8 -> normalise
 -> open_clip ViT-B-32 forward -> L2 norm), against a bare loop of `model.encode_image` over
 the same frames already decoded and normalised (tensors prepared outside the timing). The
 ViT-B-32 weights are random (no download here); speed does not depend on them. The frames
 are the demo's cached SynthAV frames when `make demo` has run, else noise JPEGs.
 
-Neighbour stage: `assets.neighbor_tables.mine_cross_table` (exact flat index, k=100, self
+Neighbour stage: `assets.mining.neighbor_tables.mine_cross_table` (exact flat index, k=100, self
 excluded, canonical re-scoring, diagnostics, Parquet streamed to disk) against a bare
 `faiss.IndexFlatIP.search(x, k + 1)` over the same clustered unit vectors.
 
@@ -31,10 +31,11 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from assets.clip_embeddings import decode_frames, embed_frame_lists
-from assets.neighbor_search import SearchParams, build_index
-from assets.neighbor_tables import MiningParams, mine_cross_table
-from models.clip_teacher import ClipTeacher, TeacherSpec, save_weights
+from assets.mining.teacher_embedding import decode_frames, embed_frame_lists
+from assets.mining.neighbor_search import SearchParams, build_index
+from assets.mining.neighbor_tables import MiningParams, mine_cross_table
+from models.clip_teacher import ClipTeacher, TeacherSpec
+from models.teacher_weights import save_weights
 
 DEMO_FRAMES = Path("data/cache/synthav_vggsound/frame_cache/s00000.parquet")
 

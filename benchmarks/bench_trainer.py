@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_trainer                    # the demo's tiny audio ViT, 1000 x 128 FBANK
     .venv/bin/python -m benchmarks.bench_trainer --model vit-b-32 --batch 16 --clips 64 --epochs 1
 
-Trainer: `assets.trainer.Trainer.fit` for `--epochs` epochs over a ClipSet of random float16
+Trainer: `assets.training.trainer.Trainer.fit` for `--epochs` epochs over a ClipSet of random float16
 FBANKs (the in-memory cache form) with 4 frame embeddings per clip: the background batch
 loader (gather, float16 -> float32, normalise), a seeded shuffle, random-frame similarity,
 symmetric InfoNCE with learnable temperature, AdamW over two parameter groups, the per-step
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from open_clip.model import CLIP
 
-from assets.experiments import parse_experiment
-from assets.optim import build_optimizer, build_scheduler
-from assets.trainer import Trainer, TrainInputs, optim_config
-from assets.training_data import ClipSet, Normaliser
+from assets.training.experiments import parse_experiment
+from assets.training.optim import build_optimizer, build_scheduler
+from assets.training.trainer import Trainer, TrainInputs, optim_config
+from assets.training.data import ClipSet, Normaliser
 from losses.contrastive import SymmetricInfoNCE
 from losses.frame_matching import random_frame_similarity
 from models.audio_encoder import build_audio_encoder

@@ -1,6 +1,6 @@
 """Which pairs of a batch are mined positives (seed 000), from the neighbour tables.
 
-`neighbours[table]` is the table's (clips, k_max) neighbour rows (assets.neighbor_search.
+`neighbours[table]` is the table's (clips, k_max) neighbour rows (assets.mining.neighbor_search.
 read_table's ids, rows of the table set's clips.parquet). For the chosen subset of
 `t2t, t2i, i2t, i2i` and a k <= k_max, clip j is a positive of clip i when j is among i's
 first k neighbours in any chosen table, or i among j's (a pair is pulled together whichever

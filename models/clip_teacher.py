@@ -1,30 +1,27 @@
 """The frozen CLIP teacher: an open_clip model that embeds frames and captions.
 
-Weights come either from an open_clip pretrained tag (``ViT-B-32`` / ``openai``, downloaded
-and cached by open_clip) or from a local checkpoint file (``weights_path``) for machines
-without network. A model config dict may be passed for tiny models that are not in
-open_clip's registry (the offline demo teacher, the tests).
-
-Only torch, numpy and open_clip here: no Dagster.
+Weights come either from an open_clip pretrained tag (``ViT-B-32`` / ``openai``) or from a
+local checkpoint file (``weights_path``) for machines without network; resolving,
+downloading and hashing them is `models.teacher_weights`' job. A model config dict may be
+passed for tiny models that are not in open_clip's registry (the offline demo teacher, the
+tests).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
+import json
 import logging
-import os
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+from open_clip.pretrained import get_pretrained_cfg
+
+from models.teacher_weights import TeacherLoadError, file_sha256, register_model_config, resolve_checkpoint
 
 # keys of an open_clip pretrained-tag cfg that describe preprocessing
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
@@ -41,75 +38,10 @@ class TeacherSpec:
     cache_dir: str = ""  # open_clip download cache; "" -> open_clip's / huggingface's default
 
 
-class TeacherLoadError(RuntimeError):
-    """The teacher could not be built; the message says what failed and how to fix it."""
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
-    """Save a model's state dict as a checkpoint ClipTeacher can load; returns its sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    else:
-        torch.save(state, path)
-    return file_sha256(path)
-
-
-def register_model_config(model_name: str, model_config: dict) -> None:
-    """Make a model config dict known to open_clip (create_model, get_tokenizer) under model_name."""
-    if hasattr(open_clip, "factory") and hasattr(open_clip.factory, "_MODEL_CONFIGS"):
-        open_clip.factory._MODEL_CONFIGS[model_name] = copy.deepcopy(model_config)
-        return
-    import json  # fallback through the public API: a config file in a persistent temp dir
-    import tempfile
-
-    d = Path(tempfile.gettempdir()) / "clipkt_open_clip_configs"
-    d.mkdir(exist_ok=True)
-    (d / f"{model_name}.json").write_text(json.dumps(model_config))
-    open_clip.add_model_config(d)
-
-
-def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _hub_offline_if_unreachable():
-    """huggingface_hub retries an unreachable Hub with backoff for ~45 s per file; when a quick probe
-    shows no route to the Hub (and no proxy is configured), switch it to offline mode for the
-    download: cached files still resolve, missing ones fail at once."""
-    try:
-        from huggingface_hub import constants as hc
-    except ImportError:
-        yield
-        return
-    proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    host = urlparse(hc.ENDPOINT).hostname or "huggingface.co"
-    if hc.HF_HUB_OFFLINE or proxied or _reachable(host):
-        yield
-        return
-    old = hc.HF_HUB_OFFLINE
-    hc.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hc.HF_HUB_OFFLINE = old
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 @contextmanager
@@ -127,102 +59,95 @@ def _quiet_random_init_warning():
         root.removeFilter(drop)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "amp" if device.type == "cuda" else "fp32"
+    if precision not in ("amp", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'amp' or 'fp32', not {precision!r}")
+    return precision
+
+
+def _tag_config(spec: TeacherSpec, model_config: dict | None) -> dict:
+    """open_clip's config of the pretrained tag ({} without one), after checking that the model and
+    its weights can be named at all."""
+    name = spec.model_name
+    if model_config is not None:
+        register_model_config(name, model_config)
+    if name not in open_clip.list_models():
+        raise TeacherLoadError(
+            f"unknown open_clip model {name!r}: not in open_clip's registry and no model_config given; "
+            f"use one of open_clip.list_models() or pass model_config"
+        )
+    if not spec.pretrained and not spec.weights_path:
+        raise TeacherLoadError(
+            f"no weights for CLIP teacher {name}: set pretrained (an open_clip tag, e.g. 'openai') "
+            f"or weights_path (a local checkpoint file)"
+        )
+    tag_cfg = get_pretrained_cfg(name, spec.pretrained) if spec.pretrained else {}
+    if spec.pretrained and not tag_cfg and not spec.weights_path:
+        raise TeacherLoadError(
+            f"unknown pretrained tag {spec.pretrained!r} for {name}; known tags: "
+            f"{open_clip.list_pretrained_tags_by_model(name)}; or set weights_path to a local checkpoint"
+        )
+    return tag_cfg
+
+
+def _load_model(name: str, checkpoint: str, tag_cfg: dict) -> torch.nn.Module:
+    """The open_clip model with the checkpoint's weights, preprocessing and activation as the tag says."""
+    try:
+        with _quiet_random_init_warning():
+            model = open_clip.create_model(
+                name,
+                pretrained=None,
+                device="cpu",
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                force_preprocess_cfg={k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg} or None,
+            )
+        open_clip.load_checkpoint(model, checkpoint, strict=True)
+    except Exception as e:
+        raise TeacherLoadError(
+            f"could not load CLIP teacher weights {checkpoint} into {name}: {type(e).__name__}: {e}. "
+            f"Check that model_name (and model_config) match the checkpoint"
+        ) from e
+    return model
+
+
+def _tokenizer(name: str, cache_dir: str):
+    try:
+        return open_clip.get_tokenizer(name, cache_dir=cache_dir or None)
+    except Exception as e:
+        raise TeacherLoadError(
+            f"could not build the tokenizer for {name} ({type(e).__name__}: {e}); "
+            f"it may need a download: run once with network to fill the cache"
+        ) from e
 
 
 class ClipTeacher:
+    """A frozen open_clip model that embeds frames and captions as unit vectors."""
+
     def __init__(self, spec: TeacherSpec, model_config: dict | None = None):
         self.spec = spec
-        self.model_name = spec.model_name
-        self.pretrained = spec.pretrained
-        self.weights_path = spec.weights_path
+        self.model_name, self.pretrained, self.weights_path = spec.model_name, spec.pretrained, spec.weights_path
         self.device = _resolve_device(spec.device)
-        precision = spec.precision
-        if precision == "auto":
-            precision = "amp" if self.device.type == "cuda" else "fp32"
-        if precision not in ("amp", "fp32"):
-            raise ValueError(f"precision must be 'auto', 'amp' or 'fp32', not {spec.precision!r}")
-        self.precision = precision
+        self.precision = _precision(spec.precision, self.device)
         if spec.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {spec.batch_size}")
-
-        name = spec.model_name
-        if model_config is not None:
-            register_model_config(name, model_config)
-        if name not in open_clip.list_models():
-            raise TeacherLoadError(
-                f"unknown open_clip model {name!r}: not in open_clip's registry and no model_config given; "
-                f"use one of open_clip.list_models() or pass model_config"
-            )
-        if not spec.pretrained and not spec.weights_path:
-            raise TeacherLoadError(
-                f"no weights for CLIP teacher {name}: set pretrained (an open_clip tag, e.g. 'openai') "
-                f"or weights_path (a local checkpoint file)"
-            )
-
-        tag_cfg = get_pretrained_cfg(name, spec.pretrained) if spec.pretrained else {}
-        if spec.pretrained and not tag_cfg and not spec.weights_path:
-            raise TeacherLoadError(
-                f"unknown pretrained tag {spec.pretrained!r} for {name}; known tags: "
-                f"{open_clip.list_pretrained_tags_by_model(name)}; or set weights_path to a local checkpoint"
-            )
-
-        # resolve the checkpoint file
-        if spec.weights_path:
-            checkpoint = Path(spec.weights_path).expanduser()
-            if not checkpoint.is_file():
-                raise TeacherLoadError(
-                    f"CLIP teacher weights file not found: {checkpoint}; fix weights_path "
-                    f"(a state dict saved by open_clip / downloaded, .safetensors/.bin/.pt)"
-                )
-            checkpoint = str(checkpoint)
-        else:
-            try:
-                with _hub_offline_if_unreachable():
-                    checkpoint = download_pretrained(tag_cfg, cache_dir=spec.cache_dir or None)
-            except Exception as e:  # huggingface_hub / urllib / OSError ...
-                raise TeacherLoadError(
-                    f"could not download pretrained weights for {name}/{spec.pretrained} (no network?): "
-                    f"{type(e).__name__}: {e}. Download them elsewhere and set "
-                    f"weights_path: /path/to/open_clip_model.safetensors (or .bin/.pt)"
-                ) from e
-            if not checkpoint or not os.path.isfile(checkpoint):
-                raise TeacherLoadError(
-                    f"open_clip gave no weights file for {name}/{spec.pretrained}; download them and set "
-                    f"weights_path: /path/to/open_clip_model.safetensors (or .bin/.pt)"
-                )
+        tag_cfg = _tag_config(spec, model_config)
+        checkpoint = resolve_checkpoint(spec.model_name, spec.pretrained, spec.weights_path, tag_cfg, spec.cache_dir)
         self.weights_sha256 = file_sha256(checkpoint)
-
-        # build and load
-        try:
-            with _quiet_random_init_warning():
-                model = open_clip.create_model(
-                    name,
-                    pretrained=None,
-                    device="cpu",
-                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                    force_preprocess_cfg={k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg} or None,
-                )
-            open_clip.load_checkpoint(model, checkpoint, strict=True)
-        except Exception as e:
-            raise TeacherLoadError(
-                f"could not load CLIP teacher weights {checkpoint} into {name}: {type(e).__name__}: {e}. "
-                f"Check that model_name (and model_config) match the checkpoint"
-            ) from e
-        try:
-            self.tokenizer = open_clip.get_tokenizer(name, cache_dir=spec.cache_dir or None)
-        except Exception as e:
-            raise TeacherLoadError(
-                f"could not build the tokenizer for {name} ({type(e).__name__}: {e}); "
-                f"it may need a download: run once with network to fill the cache"
-            ) from e
-
+        model = _load_model(spec.model_name, checkpoint, tag_cfg)
+        self.tokenizer = _tokenizer(spec.model_name, spec.cache_dir)
         model.eval().requires_grad_(False)
         self.model = model.to(self.device)
+        self._set_preprocessing(model)
 
+    @classmethod
+    def from_files(cls, spec: TeacherSpec, model_config_path: str | None = None) -> "ClipTeacher":
+        """The teacher with an open_clip model config JSON for a model outside open_clip's registry."""
+        config = json.loads(Path(model_config_path).read_text()) if model_config_path else None
+        return cls(spec, model_config=config)
+
+    def _set_preprocessing(self, model) -> None:
         pcfg = open_clip.get_model_preprocess_cfg(model)
         size = pcfg.get("size", model.visual.image_size)
         self.image_size: tuple[int, int] = tuple(size) if isinstance(size, (tuple, list)) else (size, size)

@@ -1,6 +1,6 @@
 """DAVEnet (Harwath et al., 2018): the speech encoder for Places-style spoken captions.
 
-Input: the log-mel cache's (B, 40, T) spectrogram (`assets.audio_features.davenet_logmel`).
+Input: the log-mel cache's (B, 40, T) spectrogram (`assets.caches.audio_features.davenet_logmel`).
 A batch norm on the single input channel, then five convolutions over time:
 
     conv1  1 -> 128,   kernel 40 x 1 (all mel bins at once)       ReLU

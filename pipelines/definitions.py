@@ -17,16 +17,14 @@ import os
 
 import dagster as dg
 
-from assets.audio_cache import build_fbank_cache_asset, build_logmel_cache_asset
-from assets.clip_embeddings import build_image_embeddings_asset, build_text_embeddings_asset
-from assets.fbank_stats import build_fbank_stats_asset
-from assets.frame_cache import build_frame_cache_asset
-from assets.manifest import build_clip_manifest_asset
-from assets.neighbor_tables_asset import build_neighbor_tables_asset
-from assets.shards import build_clip_shards_asset
-from assets.tiny_teacher import TINY_TEACHER_KEY, build_tiny_teacher_asset
-from assets.experiment_assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
-from pipelines.datasets import load_all_experiments, load_datasets
+from assets.caches.assets import (build_fbank_cache_asset, build_fbank_stats_asset, build_frame_cache_asset,
+                                  build_logmel_cache_asset)
+from assets.ingest.assets import build_clip_manifest_asset, build_clip_shards_asset
+from assets.ingest.dataset_config import load_datasets
+from assets.mining.assets import (TINY_TEACHER_KEY, build_image_embeddings_asset, build_neighbor_tables_asset,
+                                  build_text_embeddings_asset, build_tiny_teacher_asset)
+from assets.training.assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
+from assets.training.experiments import load_all_experiments
 from pipelines.jobs import (embedding_job, experiment_job, manifest_job, neighbors_job, report_job, shard_job, stats_job,
                             teacher_job)
 from pipelines.partitions import shard_partitions

@@ -21,15 +21,18 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.fbank_stats import load_fbank_stats
-from assets.manifest import manifest_summary
+from assets.caches.fbank_stats import load_fbank_stats
+from assets.ingest.manifest import manifest_summary
 from data.synthav.generate import SynthAVConfig, generate, is_generated
-from pipelines.datasets import REPO_ROOT, load_all_experiments, load_datasets
+from assets.core.project_dirs import REPO_ROOT
+from assets.ingest.dataset_config import load_datasets
+from assets.training.experiments import load_all_experiments
 from pipelines.definitions import defs
 from pipelines.jobs import (EXPERIMENT_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name, manifest_job_name, neighbors_job_name, shard_job_name,
                            stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
+from assets.core.cache_layout import CacheLayout
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log
@@ -90,7 +93,7 @@ def run_experiments(instance: dg.DagsterInstance) -> None:
     print(f"report written to {m['path']} (+ .parquet, .png)")
 
 
-def run_dataset(instance: dg.DagsterInstance, ds, cache: CachePaths) -> dict:
+def run_dataset(instance: dg.DagsterInstance, ds, cache: CacheLayout) -> dict:
     result = defs.resolve_job_def(manifest_job_name(ds)).execute_in_process(instance=instance, run_config=QUIET)
     if not result.success:
         raise SystemExit(f"{manifest_job_name(ds)} failed (run {result.run_id})")
@@ -107,7 +110,7 @@ def run_dataset(instance: dg.DagsterInstance, ds, cache: CachePaths) -> dict:
         "stats": load_fbank_stats(cache, ds.name)}
 
 
-def _cache_counts(cache: CachePaths, dataset: str, stage: str) -> str:
+def _cache_counts(cache: CacheLayout, dataset: str, stage: str) -> str:
     """'ok 3498, corrupt 1, silent 1, ...' over all shard files of a cache stage."""
     counts: Counter = Counter()
     for path in sorted((cache.dataset_dir(dataset) / stage).glob("*.parquet")):
@@ -127,7 +130,7 @@ def main() -> None:
         generate(cfg)
         print(f"generated SynthAV in {DEMO_DATA} in {time.perf_counter() - start:.0f} s")
     instance = dg.DagsterInstance.get()
-    cache = CachePaths.from_env()
+    cache = CachePaths.from_env().layout()
     print(f"{'dataset':<20} {'clips':>6} {'ok':>6} {'coverage':>9} {'shards':>6}  statuses")
     for ds in load_datasets():
         start = time.perf_counter()

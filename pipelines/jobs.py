@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from assets.dataset_config import DatasetConfig
+from assets.ingest.dataset_config import DatasetConfig
 
 AssetJob = UnresolvedAssetJobDefinition  # what define_asset_job returns (dagster exports no public name for it)
 TEACHER_JOB = "tiny_teacher_job"

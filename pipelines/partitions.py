@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.dataset_config import DatasetConfig
+from assets.ingest.dataset_config import DatasetConfig
 
 
 def shard_partitions(ds: DatasetConfig) -> dg.DynamicPartitionsDefinition:

@@ -1,21 +1,25 @@
-"""Resources: where caches live, and the frozen CLIP teacher."""
+"""Resources: thin Dagster wrappers over plain objects.
+
+- `CachePaths` (resource key `cache`): the cache root, as an `assets.core.cache_layout.CacheLayout`.
+- `ClipTeacherResource` (resource key `teacher`): how to load the frozen CLIP teacher
+  (`models.clip_teacher.ClipTeacher`), loaded once per process.
+
+torch and open_clip are imported only when a teacher is loaded, so the dataset sensors, which
+import this module for the cache layout, stay light.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import dagster as dg
 
-from models.clip_teacher import ClipTeacher, TeacherSpec
-from models.tiny_clip import MODEL_NAME as TINY_MODEL_NAME
-
-DEFAULT_CACHE_ROOT = "data/cache"
+from assets.core.cache_layout import DEFAULT_CACHE_ROOT, TINY_TEACHER_NAME, CacheLayout
 
 
 class CachePaths(dg.ConfigurableResource):
-    """The cache root and the file layout under it (one directory per dataset)."""
+    """The cache root; `layout()` says where every file lives under it."""
 
     cache_root: str = DEFAULT_CACHE_ROOT  # relative paths resolve against the working directory
 
@@ -23,26 +27,11 @@ class CachePaths(dg.ConfigurableResource):
     def from_env(cls) -> "CachePaths":
         return cls(cache_root=os.environ.get("CLIPKT_CACHE_ROOT", DEFAULT_CACHE_ROOT))
 
-    def dataset_dir(self, dataset: str) -> Path:
-        return Path(self.cache_root) / dataset
-
-    def manifest_path(self, dataset: str) -> Path:
-        return self.dataset_dir(dataset) / "clip_manifest.parquet"
-
-    def shard_path(self, dataset: str, shard: str) -> Path:
-        return self.dataset_dir(dataset) / "shards" / f"{shard}.parquet"
-
-    def experiment_dir(self, experiment: str) -> Path:
-        """Checkpoints, final weights and metrics of one training experiment (all its seeds)."""
-        return Path(self.cache_root) / "experiments" / experiment
-
-    def tiny_teacher_paths(self) -> tuple[Path, Path]:
-        """(weights, open_clip model config JSON) of the demo's tiny teacher (asset teacher/tiny_clip)."""
-        d = Path(self.cache_root) / "teacher"
-        return d / f"{TINY_MODEL_NAME}.pt", d / f"{TINY_MODEL_NAME}.json"
+    def layout(self) -> CacheLayout:
+        return CacheLayout(Path(self.cache_root))
 
 
-_LOADED: dict[tuple, ClipTeacher] = {}  # one loaded teacher per process and configuration
+_LOADED: dict[tuple, object] = {}  # one loaded teacher per process and configuration
 
 
 class ClipTeacherResource(dg.ConfigurableResource):
@@ -65,31 +54,27 @@ class ClipTeacherResource(dg.ConfigurableResource):
         env = os.environ.get
         device = env("CLIPKT_DEVICE", "auto")
         if env("CLIPKT_TEACHER", "open_clip") == "tiny":
-            weights, config = cache.tiny_teacher_paths()
-            return cls(model_name=TINY_MODEL_NAME, pretrained="", weights_path=str(weights),
+            weights, config = cache.layout().tiny_teacher_paths()
+            return cls(model_name=TINY_TEACHER_NAME, pretrained="", weights_path=str(weights),
                        model_config_path=str(config), device=device)
         return cls(model_name=env("CLIPKT_TEACHER_MODEL", "ViT-B-32"), pretrained=env("CLIPKT_TEACHER_PRETRAINED", "openai"),
                    weights_path=env("CLIPKT_TEACHER_WEIGHTS", ""), device=device)
 
-    def spec(self) -> TeacherSpec:
-        return TeacherSpec(model_name=self.model_name, pretrained=self.pretrained, weights_path=self.weights_path,
+    def load(self):
+        """The `ClipTeacher`, loaded once per process (a changed weights or config file is reloaded)."""
+        from models.clip_teacher import ClipTeacher, TeacherSpec
+
+        spec = TeacherSpec(model_name=self.model_name, pretrained=self.pretrained, weights_path=self.weights_path,
                            device=self.device, batch_size=self.batch_size, precision=self.precision,
                            cache_dir=self.cache_dir)
-
-    def load(self) -> ClipTeacher:
-        """The teacher, loaded once per process (a changed weights or config file is reloaded)."""
-        key = (self.spec(), self.model_config_path, *(_file_stamp(p) for p in (self.weights_path, self.model_config_path)))
+        key = (spec, self.model_config_path, *(_file_stamp(p) for p in (self.weights_path, self.model_config_path)))
         if key not in _LOADED:
-            model_config = None
-            if self.model_config_path:
-                path = Path(self.model_config_path)
-                if not path.is_file():
-                    raise FileNotFoundError(f"CLIP teacher model config not found: {path}"
-                                            + _TINY_HINT * (self.model_name == TINY_MODEL_NAME))
-                model_config = json.loads(path.read_text())
-            if self.model_name == TINY_MODEL_NAME and self.weights_path and not Path(self.weights_path).is_file():
-                raise FileNotFoundError(f"CLIP teacher weights file not found: {self.weights_path}{_TINY_HINT}")
-            _LOADED[key] = ClipTeacher(self.spec(), model_config=model_config)
+            hint = _TINY_HINT if self.model_name == TINY_TEACHER_NAME else ""
+            if self.model_config_path and not Path(self.model_config_path).is_file():
+                raise FileNotFoundError(f"CLIP teacher model config not found: {self.model_config_path}{hint}")
+            if hint and self.weights_path and not Path(self.weights_path).is_file():
+                raise FileNotFoundError(f"CLIP teacher weights file not found: {self.weights_path}{hint}")
+            _LOADED[key] = ClipTeacher.from_files(spec, self.model_config_path or None)
         return _LOADED[key]
 
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.atomic_io import read_parquet_metadata
-from assets.dataset_config import DatasetConfig
-from assets.manifest import dataset_fingerprint
-from assets.shard_plan import DIGEST_COLUMNS, shard_digests
+from assets.core.atomic_io import read_parquet_metadata
+from assets.core.cache_layout import CacheLayout
+from assets.ingest.dataset_config import DatasetConfig
+from assets.ingest.manifest import dataset_fingerprint
+from assets.ingest.shard_plan import DIGEST_COLUMNS, shard_digests
 from pipelines.jobs import AssetJob
 from pipelines.resources import CachePaths
 
@@ -50,10 +51,10 @@ def plan_tick(cursor: Mapping, fingerprint: str, manifest_version: str | None,
     return TickPlan(fingerprint != cursor.get("fingerprint"), to_run, new_cursor)
 
 
-def _built_digests(cache: CachePaths, ds: DatasetConfig, shards: list[str]) -> dict[str, str]:
+def _built_digests(layout: CacheLayout, ds: DatasetConfig, shards: list[str]) -> dict[str, str]:
     built = {}
     for s in shards:
-        path = cache.shard_path(ds.name, s)
+        path = layout.shard_path(ds.name, s)
         if path.exists():
             built[s] = read_parquet_metadata(path).get("clipkt.digest", "")
     return built
@@ -70,13 +71,14 @@ def build_dataset_sensor(ds: DatasetConfig, shards: dg.DynamicPartitionsDefiniti
     )
     def dataset_sensor(context: dg.SensorEvaluationContext, cache: CachePaths) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        path = cache.manifest_path(ds.name)
+        layout = cache.layout()
+        path = layout.manifest_path(ds.name)
         digests = version = None
         if path.exists():
             version = str(path.stat().st_mtime_ns)
             if version != cursor.get("manifest"):
                 digests = shard_digests(pq.read_table(path, columns=["shard", *DIGEST_COLUMNS]))
-        built = _built_digests(cache, ds, sorted(digests)) if digests else {}
+        built = _built_digests(layout, ds, sorted(digests)) if digests else {}
         plan = plan_tick(cursor, dataset_fingerprint(ds), version, digests, built)
         requests = [dg.RunRequest(job_name=shard_job.name, partition_key=s, run_key=f"{s}:{digests[s]}")
                     for s in plan.shards_to_run]

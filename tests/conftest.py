@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from data.synthav.generate import SynthAVConfig, generate
-from pipelines.resources import CachePaths
+from assets.core.cache_layout import CacheLayout
 
 # The tests choose their CLIP teacher themselves; the caller's environment must not leak in.
 for _var in ("CLIPKT_EXPERIMENTS_DIR", "CLIPKT_TEACHER", "CLIPKT_TEACHER_MODEL", "CLIPKT_TEACHER_PRETRAINED", "CLIPKT_TEACHER_WEIGHTS", "CLIPKT_DEVICE"):
@@ -49,13 +49,13 @@ def tiny_configs(synthav_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built_caches(tiny_configs, tmp_path_factory):
     """Tiny SynthAV VGGSound, Places and AudioCaps: manifest, every shard's caches, fbank stats.
-    Yields (definitions, instance, cache paths); CLIPKT_DATASETS_DIR and CLIPKT_CACHE_ROOT stay set."""
+    Yields (definitions, instance, cache layout); CLIPKT_DATASETS_DIR and CLIPKT_CACHE_ROOT stay set."""
     from pipelines.definitions import build_definitions
 
-    cache = CachePaths(cache_root=str(tmp_path_factory.mktemp("cache")))
+    cache = CacheLayout(tmp_path_factory.mktemp("cache"))
     mp = pytest.MonkeyPatch()
     mp.setenv("CLIPKT_DATASETS_DIR", str(tiny_configs))
-    mp.setenv("CLIPKT_CACHE_ROOT", cache.cache_root)
+    mp.setenv("CLIPKT_CACHE_ROOT", str(cache.root))
     defs = build_definitions()
     with dg.instance_for_test() as instance:
         for name in ("synthav_vggsound", "synthav_places", "synthav_audiocaps"):

@@ -1,0 +1,103 @@
+"""fbank_cache (Kaldi FBANK, VIP-ANT settings) and logmel_cache (DaveNet's speech input), per shard.
+
+Raw features are stored (float16 by default, `dtype`), cut or zero-padded to the target
+length, with the true length; normalisation happens when features are read for training
+(assets.caches.fbank_stats), so new statistics never force a recompute.
+
+Note on 128 mel bins: at 16 kHz with 25 ms frames (512-point FFT, 31.25 Hz per bin) the
+mel filter at index 3 (63-93 Hz) contains no FFT bin; torchaudio silently returns
+log(FLT_EPSILON) = -15.94 in that column for every frame, while Kaldi-compatible tools
+(kaldi-native-fbank) refuse more than 126 bins. VIP-ANT and AST use 128, so 128 is the
+default; `num_mel_bins` is a config field (126 is the largest clean count).
+"""
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from assets.caches.audio_features import (
+    FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank, pad_or_cut, rms_dbfs,
+)
+from assets.caches.shard_builder import CacheSpec
+from assets.core.atomic_io import read_parquet_metadata
+
+CODE_VERSION = "1"
+
+AUDIO_FIELDS = [
+    ("features", pa.binary()),  # (frames, bins) for FBANK, (bins, frames) for log-mel; dtype and shape in the schema metadata
+    ("n_frames", pa.int32()),  # true length before padding (<= target)
+    ("source_rate", pa.int32()), ("source_channels", pa.int32()),
+    ("duration_s", pa.float32()), ("rms_dbfs", pa.float32()),
+    ("warnings", pa.string()),  # e.g. resampled, first of several channels
+]
+
+
+def _warnings(audio) -> str:
+    notes = []
+    if audio.source_rate != audio.sample_rate:
+        notes.append(f"resampled {audio.source_rate}->{audio.sample_rate} Hz")
+    if audio.source_channels > 1:
+        notes.append(f"first of {audio.source_channels} channels")
+    return "; ".join(notes)
+
+
+def audio_row(task: tuple) -> dict:
+    """The fbank_cache / logmel_cache columns of one clip (runs in a worker process)."""
+    path, expected_s, params, checks, dtype = task
+    audio = decode_audio(path, sample_rate=params.sample_rate, min_source_rate=checks["min_source_rate"])
+    check_audio(path, audio, min_seconds=checks["min_seconds"], expected_seconds=expected_s,
+                min_fraction=checks["min_fraction"], silence_dbfs=checks["silence_dbfs"])
+    if isinstance(params, FbankParams):
+        features, n_frames = pad_or_cut(kaldi_fbank(audio.waveform, params), params.target_frames)
+    else:
+        features, n_frames = davenet_logmel(audio.waveform, params)
+    return {"features": np.ascontiguousarray(features, dtype=dtype).tobytes(), "n_frames": n_frames,
+            "source_rate": audio.source_rate, "source_channels": audio.source_channels,
+            "duration_s": audio.duration_s, "rms_dbfs": rms_dbfs(audio.waveform), "warnings": _warnings(audio)}
+
+
+def audio_spec(stage: str, params, checks: dict, dtype: str) -> CacheSpec:
+    if isinstance(params, FbankParams):
+        shape, layout = (params.target_frames, params.num_mel_bins), "frames,bins"
+    else:
+        shape, layout = (params.num_mel_bins, params.target_frames), "bins,frames"
+    return CacheSpec(stage, CODE_VERSION, asdict(params) | checks | {"dtype": dtype}, AUDIO_FIELDS,
+                     {"clipkt.features.dtype": dtype, "clipkt.features.shape": ",".join(map(str, shape)),
+                      "clipkt.features.layout": layout})
+
+
+def features_metadata(path: Path) -> tuple[tuple[int, ...], str]:
+    """(per-clip feature shape, storage dtype) of an audio cache file, from its footer."""
+    meta = read_parquet_metadata(path)
+    return tuple(int(x) for x in meta["clipkt.features.shape"].split(",")), meta["clipkt.features.dtype"]
+
+
+def read_features(path: Path, rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """((n, *shape) features in their storage dtype, (n,) true lengths) of the given rows of an audio
+    cache file (default: its ok rows), read from the features column only."""
+    shape, dtype = features_metadata(path)
+    if rows is None:
+        status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+        rows = [i for i, s in enumerate(status) if s == "ok"]
+    table = pq.read_table(path, columns=["features", "n_frames"])
+    blobs, lengths = table.column("features"), table.column("n_frames")
+    out = np.empty((len(rows), *shape), dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i] = np.frombuffer(blobs[row].as_py(), dtype=dtype).reshape(shape)
+    return out, np.asarray([lengths[r].as_py() or 0 for r in rows], np.int64)
+
+
+def expected_seconds(member: dict) -> float | None:
+    span = (member["end_s"] or 0.0) - (member["start_s"] or 0.0)
+    return span if span == span and span > 0 else None  # NaN for Places: no listed segment length
+
+
+def torch_threads(n: int):
+    def init() -> None:
+        torch.set_num_threads(n)
+    return init

@@ -1,0 +1,298 @@
+"""What a training or evaluation run reads: clips joined across the caches, and batches of them.
+
+`load_clips` joins, per shard, the audio cache (fbank_cache for the audio ViT, logmel_cache
+for DaveNet), the teacher's frame embeddings and caption embeddings on clip_id, keeping the
+clips of the requested splits that are `ok` in every cache the run needs. Raw features stay
+float16 (256 KB per 1000 x 128 clip: 2500 clips are 640 MB), in memory or, past a memory
+budget, in a memory-mapped spill file (AudioSet's 1.67M training clips are 430 GB);
+normalisation with `fbank_stats` happens per batch, so changed statistics never force a
+cache rebuild. The teacher's embeddings are held in memory (4 x 512 float32 per clip: 13 GB
+for 1.67M clips).
+
+`BatchLoader` assembles batches on background threads (gather, float16 -> float32,
+normalise, pin on CUDA) and keeps `prefetch` of them queued ahead of the device; it
+records how long the training loop waited for data, so the run can report the fraction of
+step time spent waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from assets.caches.audio_cache_rows import features_metadata, read_features
+from assets.core.atomic_io import atomic_path
+from assets.caches.fbank_stats import Normaliser
+from assets.mining.embedding_store import read_embeddings
+
+
+@dataclass
+class ClipSet:
+    """N clips, row-aligned: features (N, *shape) float16, true lengths, optional teacher embeddings."""
+    clip_ids: list[str]
+    splits: list[str]
+    features: np.ndarray
+    lengths: np.ndarray
+    frames: np.ndarray | None = None  # (N, L, D) float32 unit vectors, the teacher's frame embeddings
+    captions: list[np.ndarray] | None = None  # per clip (count, D) float32: captions (or label prompts)
+    caption_texts: list[list[str]] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)  # why clips of the splits were left out
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def subset(self, index: np.ndarray) -> "ClipSet":
+        """The clips at `index` (copies); the set itself when index is every clip in order."""
+        index = np.asarray(index, dtype=np.int64)
+        if np.array_equal(index, np.arange(len(self))):
+            return self
+        return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], self.features[index],
+                       self.lengths[index], None if self.frames is None else self.frames[index],
+                       None if self.captions is None else [self.captions[i] for i in index],
+                       None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped))
+
+
+def _audio_rows(path: Path, splits: set[str]) -> tuple[list[tuple[int, str, str, bool, int]], tuple[int, ...], str]:
+    """Without reading the features: [(row, clip_id, split, ok, true length)] of the given splits,
+    the feature shape and dtype."""
+    table = pq.read_table(path, columns=["clip_id", "split", "status", "n_frames"])
+    shape, dtype = features_metadata(path)
+    cols = {c: table.column(c).to_pylist() for c in ("clip_id", "split", "status", "n_frames")}
+    rows = [(i, cid, split, status == "ok", int(n or 0))
+            for i, (cid, split, status, n) in enumerate(zip(cols["clip_id"], cols["split"], cols["status"], cols["n_frames"]))
+            if split in splits]
+    return rows, shape, dtype
+
+
+def _embedding_rows(path: Path, splits: set[str]) -> dict[str, tuple[np.ndarray, list[str]]]:
+    table, vectors = read_embeddings(path)
+    out = {}
+    for cid, split, status, texts, v in zip(table.column("clip_id").to_pylist(), table.column("split").to_pylist(),
+                                           table.column("status").to_pylist(), table.column("texts").to_pylist(), vectors):
+        if status == "ok" and split in splits and v is not None and len(v):
+            out[cid] = (np.asarray(v, np.float32), texts or [])
+    return out
+
+
+@dataclass
+class _Kept:
+    shard: Path
+    row: int
+    clip_id: str
+    split: str
+    length: int
+    frames: np.ndarray | None
+    captions: np.ndarray | None
+    texts: list[str] | None
+
+
+def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
+               text_dir: Path | None = None, frames: int | None = None, subset: tuple[int | None, int] = (None, 0),
+               memory_budget_bytes: int | None = None, spill_dir: Path | None = None) -> ClipSet:
+    """Clips of `splits` that are ok in the audio cache and in the given embedding stores.
+
+    Shards are the audio cache's files; embedding files of the same shard name are joined on
+    clip_id. `frames`: keep clips with exactly that many frame embeddings (seed 001: L = 4);
+    None takes the count of the first clip and requires it of all. `subset` = (size, seed): a
+    seeded subset of the usable clips (`seeded_subset`), chosen before any feature is read.
+
+    Two passes: the first reads ids, statuses and embeddings and decides which clips are used;
+    the second reads only their features. When those would take more than
+    `memory_budget_bytes`, they go to a float16 .npy in `spill_dir` that is memory-mapped (made
+    once per set of input files and reused; written to a temporary name and renamed)."""
+    wanted = set(splits)
+    kept: list[_Kept] = []
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    shard_files = sorted(Path(audio_dir).glob("*.parquet"))
+    if not shard_files:
+        raise FileNotFoundError(f"no audio cache shards in {audio_dir}; materialise the dataset's shard job first")
+    shape, dtype = None, None
+    for path in shard_files:
+        rows, shard_shape, shard_dtype = _audio_rows(path, wanted)
+        if shape is not None and (shard_shape, shard_dtype) != (shape, dtype):
+            raise ValueError(f"{path}: features {'x'.join(map(str, shard_shape))} {shard_dtype}, but {shard_files[0].name} "
+                             f"has {'x'.join(map(str, shape))} {dtype}; rebuild the cache's shards with one configuration")
+        shape, dtype = shard_shape, shard_dtype
+        for d in (image_dir, text_dir):
+            if d is not None and not (d / path.name).exists():
+                raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")
+        images = _embedding_rows(image_dir / path.name, wanted) if image_dir is not None else None
+        texts = _embedding_rows(text_dir / path.name, wanted) if text_dir is not None else None
+        for row, cid, split, ok, length in rows:
+            if not ok:
+                skip("audio not ok")
+                continue
+            if images is not None and cid not in images:
+                skip("no frame embeddings")
+                continue
+            if images is not None:
+                frames = frames if frames is not None else len(images[cid][0])
+                if len(images[cid][0]) != frames:
+                    skip(f"not {frames} frames")
+                    continue
+            if texts is not None and cid not in texts:
+                skip("no caption embeddings")
+                continue
+            kept.append(_Kept(path, row, cid, split, length, images[cid][0] if images is not None else None,
+                              texts[cid][0] if texts is not None else None, texts[cid][1] if texts is not None else None))
+    if not kept:
+        raise ValueError(f"no usable clips of splits {sorted(wanted)} in {audio_dir} (skipped: {skipped or 'none'})")
+    kept = [kept[i] for i in seeded_subset(len(kept), subset[0], subset[1])]
+    features = _read_features(kept, shape, dtype, memory_budget_bytes, spill_dir)
+    return ClipSet([k.clip_id for k in kept], [k.split for k in kept], features,
+                   np.asarray([k.length for k in kept], np.int64),
+                   np.stack([k.frames for k in kept]) if image_dir is not None else None,
+                   [k.captions for k in kept] if text_dir is not None else None,
+                   [k.texts for k in kept] if text_dir is not None else None, skipped)
+
+
+def _read_features(kept: list[_Kept], shape: tuple[int, ...], dtype: str, budget: int | None,
+                   spill_dir: Path | None) -> np.ndarray:
+    """(N, *shape) float16 features of the kept clips, in memory or memory-mapped from spill_dir."""
+    n_bytes = len(kept) * int(np.prod(shape)) * 2
+    spill = budget is not None and n_bytes > budget
+    if spill and spill_dir is None:
+        raise MemoryError(f"{len(kept)} clips' features take {n_bytes / 2**30:.1f} GiB, over the memory budget of "
+                          f"{budget / 2**30:.1f} GiB, and no spill directory was given")
+    target = None
+    if spill:
+        digest = hashlib.sha256(json.dumps(
+            [[str(k.shard), k.shard.stat().st_size, k.shard.stat().st_mtime_ns, k.row] for k in kept]).encode()).hexdigest()[:20]
+        target = Path(spill_dir) / f"features_{digest}.npy"
+        if target.exists():
+            return np.load(target, mmap_mode="r")
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with (atomic_path(target) if spill else contextlib.nullcontext()) as tmp:
+        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(kept), *shape)) if spill
+               else np.empty((len(kept), *shape), np.float16))
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for i, k in enumerate(kept):
+            by_shard.setdefault(k.shard, []).append((i, k.row))
+        for shard, pairs in by_shard.items():
+            index, rows = zip(*pairs)
+            out[list(index)] = read_features(shard, list(rows))[0]
+        if spill:
+            out.flush()
+            del out
+    return np.load(target, mmap_mode="r") if spill else out
+
+
+def seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of `size` of range(n) (all of them when size >= n)."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor  # (B,) rows of the ClipSet
+    audio: torch.Tensor  # (B, *shape) normalised float32
+    lengths: torch.Tensor
+    frames: torch.Tensor | None  # (B, L, D)
+    captions: torch.Tensor | None  # (B, D): one caption per clip (chosen by the loader's generator)
+
+    def to(self, device: torch.device) -> "Batch":
+        nb = device.type == "cuda"
+        move = (lambda t: None if t is None else t.to(device, non_blocking=nb))
+        return Batch(self.index, move(self.audio), move(self.lengths), move(self.frames), move(self.captions))
+
+
+class BatchLoader:
+    """Batches of `clips` in the order given, built ahead on background threads.
+
+    `caption_seed`: clips with several captions get one picked at random per batch (a seeded
+    generator per batch, so the pick does not depend on thread timing)."""
+
+    def __init__(self, clips: ClipSet, order: np.ndarray, batch_size: int, normalise: Normaliser,
+                 caption_seed: int = 0, drop_last: bool = True, workers: int = 1, prefetch: int = 4,
+                 pin_memory: bool = False):
+        n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+        self.batches = [np.asarray(order[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
+        self.clips, self.normalise, self.caption_seed = clips, normalise, caption_seed
+        self.workers, self.prefetch, self.pin = max(0, workers), max(1, prefetch), pin_memory
+        self.wait_seconds = 0.0
+        # in-memory features: gathered by torch (a view, no copy); a read-only memmap: by numpy
+        self._features = torch.from_numpy(clips.features) if clips.features.flags.writeable else None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def build(self, b: int) -> Batch:
+        idx = self.batches[b]
+        c = self.clips
+        raw = (self._features.index_select(0, torch.from_numpy(idx)) if self._features is not None
+               else torch.from_numpy(c.features[idx]))
+        audio = self.normalise(raw)
+        frames = torch.from_numpy(c.frames[idx]) if c.frames is not None else None
+        captions = None
+        if c.captions is not None:
+            rng = np.random.default_rng((self.caption_seed, b))
+            captions = torch.from_numpy(np.stack([c.captions[i][rng.integers(len(c.captions[i]))] for i in idx]))
+        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions)
+        if self.pin:
+            batch = Batch(batch.index, *(None if t is None else t.pin_memory()
+                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions)))
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.wait_seconds = 0.0
+        if self.workers == 0:  # built in the loop: all of the build time is waiting
+            for b in range(len(self.batches)):
+                start = time.perf_counter()
+                batch = self.build(b)
+                self.wait_seconds += time.perf_counter() - start
+                yield batch
+            return
+        slots: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in self.batches]
+        ticket = threading.Semaphore(self.prefetch)
+        stop = threading.Event()
+        next_batch = iter(range(len(self.batches)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not stop.is_set():
+                ticket.acquire()
+                with lock:
+                    b = next(next_batch, None)
+                if b is None or stop.is_set():
+                    return
+                try:
+                    slots[b].put(self.build(b))
+                except BaseException as e:  # surfaced in the training loop
+                    slots[b].put(e)
+                    return
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for b in range(len(self.batches)):
+                start = time.perf_counter()
+                item = slots[b].get()
+                self.wait_seconds += time.perf_counter() - start
+                ticket.release()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            for _ in threads:
+                ticket.release()
+            for t in threads:
+                t.join()

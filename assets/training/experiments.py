@@ -1,0 +1,305 @@
+"""Experiment files: one YAML per training experiment, read into a typed, validated config.
+
+`configs/experiments/**/<name>.yaml` (the file stem is the experiment's name and its
+`audio_encoder` partition key, so adding a file adds a partition):
+
+    description: "seed 000 Table 1 (G): org + t2t + i2t"
+    tags: [seed000, table1]          # free labels; `demo` marks what `make demo` trains
+    dataset: places                  # a dataset declared in configs/datasets
+    stage: audio_image               # audio_image | audio_text (seed 001 II-D fine-tuning)
+    init_from: null                  # audio_text: the audio_image experiment whose weights start it
+    model: {kind: davenet}           # audio_vit | davenet, plus their knobs (see ModelSpec)
+    loss: {kind: mined, tables: [org, t2t, i2t], k: 10}
+    frames: {strategy: random}       # random | nearest (+ nearest_start_epoch) | multiframe
+    optim: {optimizer: lars, lr_weights: 0.2, lr_biases: 4.8e-3, warmup_epochs: 10}
+    epochs: 30
+    batch_size: 128
+    grad_accum: 1                    # >1: the batch is computed in that many chunks (exact full-batch loss)
+    seeds: [0, 1, 2]                 # one run per seed; metrics report mean ± std
+    train: {splits: [train], max_clips: null, subset_seed: 0}
+    eval: {split: test, size: 1000, seed: 0}
+
+Unknown keys are errors (a typo must not silently fall back to a default); every error names
+the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from assets.core.project_dirs import experiments_dir
+from losses.mined_positives import MINED_TABLES
+
+STAGES = ("audio_image", "audio_text")
+MODEL_KINDS = ("audio_vit", "davenet")
+LOSS_KINDS = ("infonce", "mined")
+FRAME_STRATEGIES = ("random", "nearest", "multiframe")
+ALL_TABLES = ("org", *MINED_TABLES)
+
+
+class ExperimentError(ValueError):
+    """An experiment file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str = "audio_vit"
+    # audio_vit (from the teacher's image tower): input size, patch kernel (null: the teacher's),
+    # stride, and how many of the tower's transformer blocks to keep (null: all)
+    time_frames: int = 1000
+    mel_bins: int = 128
+    patch: tuple[int, int] | None = None
+    stride: tuple[int, int] = (16, 24)
+    layers: int | None = None
+    # davenet (log-mel speech input): channel width multiplier
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    kind: str = "infonce"  # infonce: the diagonal only; mined: + neighbours from `tables` at top-k
+    tables: tuple[str, ...] = ("org",)
+    k: int = 10
+    temperature: float = 0.07  # initial; CLIP's
+    learnable_temperature: bool = True
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    strategy: str = "random"
+    nearest_start_epoch: int = 0  # seed 001's n: random frames before this epoch, nearest from it on
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    optimizer: str = "lars"  # lars | adamw
+    lr_weights: float = 0.2  # seed 001 Table I (audio-image); audio-text: 1.0
+    lr_biases: float = 4.8e-3  # audio-text: 2.4e-2
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_epochs: float = 10
+    min_lr_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    splits: tuple[str, ...] = ("train", "balanced_train", "unbalanced_train")
+    max_clips: int | None = None  # seed 000 Tables 3-4: a seeded subset of the training clips
+    subset_seed: int = 0
+    fbank_std_scale: float = 1.0  # normalisation (x - mean) / (std * scale); AST uses 2
+    fbank_stats_from: str | None = None  # another dataset's fbank_stats (seed 001 normalises AudioCaps with AudioSet's)
+    num_workers: int | None = None  # threads assembling batches ahead; None: 1 on CUDA, 0 (in the loop) on the CPU
+    prefetch: int = 4  # batches queued ahead of the device
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    split: str = "test"
+    size: int = 1000  # the seeds' 1000-sample evaluation sets
+    seed: int = 0
+    val_split: str = "val"  # per-epoch curve; when the dataset has no such split, a fixed train subset
+    val_size: int = 256
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: str
+    path: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    stage: str = "audio_image"
+    init_from: str | None = None
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+    frames: FrameSpec = field(default_factory=FrameSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    epochs: int = 30
+    batch_size: int = 128
+    grad_accum: int = 1
+    seeds: tuple[int, ...] = (0,)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    base: "Experiment | None" = field(default=None, compare=False, repr=False)  # init_from's experiment (load_experiments)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("path")
+        d.pop("base")
+        return d
+
+    def fingerprint(self, seed: int | None = None) -> str:
+        """What determines a run's weights: the config (not its description, tags or evaluation), the
+        seed and, for a fine-tuning run, the fingerprint of the run it starts from."""
+        d = self.to_dict()
+        for k in ("name", "description", "tags", "seeds", "eval"):
+            d.pop(k)
+        d["seed"] = seed
+        if self.base is not None:
+            d["base"] = self.base.fingerprint(seed)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+    @property
+    def table_set(self) -> set[str]:
+        """The neighbour tables whose pairs are positives (org always)."""
+        return {"org", *self.loss.tables} if self.loss.kind == "mined" else {"org"}
+
+
+_SECTIONS = {"model": ModelSpec, "loss": LossSpec, "frames": FrameSpec, "optim": OptimSpec, "train": TrainSpec,
+             "eval": EvalSpec}
+
+
+def _coerce(value: Any, annotation: str, where: str, source: str) -> Any:
+    """Check a value against its field's type. YAML 1.1 reads `3e-4` (no dot) as a string, so
+    float fields accept numeric strings; booleans are never numbers; a list field needs a list."""
+    def fail(kind: str):
+        raise ExperimentError(f"{source}: `{where}` must be {kind}, got {value!r}")
+
+    optional = annotation.endswith("| None")
+    if value is None:
+        return None if optional else fail("set (not null)")
+    base = annotation.removesuffix(" | None")
+    if base == "float":
+        if isinstance(value, bool):
+            fail("a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            fail("a number")
+        return number if math.isfinite(number) else fail("a finite number")
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if base == "bool":
+        return value if isinstance(value, bool) else fail("true or false")
+    if base == "str":
+        return value if isinstance(value, str) else fail("a string")
+    if base.startswith("tuple["):
+        if not isinstance(value, (list, tuple)):
+            fail("a list")
+        item = "int" if "int" in base else "str"
+        return tuple(_coerce(v, item, where, source) for v in value)
+    return value
+
+
+def _build(cls, data: Any, where: str, source: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: `{where}` must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ExperimentError(f"{source}: unknown key(s) {unknown} in `{where}`; known: {sorted(known)}")
+    kwargs = {key: _coerce(value, known[key].type, f"{where}.{key}", source) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ExperimentError(f"{source}: `{where}`: {e}") from e
+
+
+def parse_experiment(data: dict, name: str, source: str = "<experiment>") -> Experiment:
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: an experiment file must be a YAML mapping")
+    top = {f.name for f in fields(Experiment)} - {"name", "path", "base"}  # base: set by load_experiments
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise ExperimentError(f"{source}: unknown key(s) {unknown}; known: {sorted(top)}")
+    if "dataset" not in data:
+        raise ExperimentError(f"{source}: `dataset` is required (a dataset name from configs/datasets)")
+    types = {f.name: f.type for f in fields(Experiment)}
+    kwargs = {k: (_build(_SECTIONS[k], v, k, source) if k in _SECTIONS else _coerce(v, types[k], k, source))
+              for k, v in data.items()}
+    exp = Experiment(name=name, path=source, **kwargs)
+    validate(exp)
+    return exp
+
+
+def validate(exp: Experiment) -> None:
+    src = exp.path or exp.name
+
+    def fail(msg: str):
+        raise ExperimentError(f"{src}: {msg}")
+
+    if exp.stage not in STAGES:
+        fail(f"stage must be one of {STAGES}, got {exp.stage!r}")
+    if exp.model.kind not in MODEL_KINDS:
+        fail(f"model.kind must be one of {MODEL_KINDS}, got {exp.model.kind!r}")
+    if exp.loss.kind not in LOSS_KINDS:
+        fail(f"loss.kind must be one of {LOSS_KINDS}, got {exp.loss.kind!r}")
+    bad = [t for t in exp.loss.tables if t not in ALL_TABLES]
+    if bad:
+        fail(f"loss.tables {bad} unknown; choose from {list(ALL_TABLES)}")
+    if exp.loss.kind == "mined" and not set(exp.loss.tables) - {"org"}:
+        fail("loss.kind mined needs at least one of t2t, t2i, i2t, i2i in loss.tables (org alone is plain InfoNCE)")
+    if exp.loss.k < 1:
+        fail(f"loss.k must be >= 1, got {exp.loss.k}")
+    if exp.frames.strategy not in FRAME_STRATEGIES:
+        fail(f"frames.strategy must be one of {FRAME_STRATEGIES}, got {exp.frames.strategy!r}")
+    if exp.stage == "audio_text":
+        if exp.loss.kind != "infonce":
+            fail("audio_text fine-tuning uses loss.kind infonce (seed 001 eq. 5)")
+        if exp.frames.strategy != "random":
+            fail("frames.strategy applies to audio_image experiments only")
+    if exp.model.kind == "davenet" and exp.frames.strategy == "multiframe":
+        fail("multiframe needs per-segment audio embeddings, which only audio_vit provides")
+    if exp.optim.optimizer not in ("lars", "adamw"):
+        fail(f"optim.optimizer must be lars or adamw, got {exp.optim.optimizer!r}")
+    for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
+                             ("eval.size", exp.eval.size, 2),
+                             ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0)):
+        if not isinstance(value, int) or value < low:
+            fail(f"{name} must be an integer >= {low}, got {value!r}")
+    if exp.batch_size % exp.grad_accum:
+        fail(f"batch_size {exp.batch_size} must be a multiple of grad_accum {exp.grad_accum}")
+    if not exp.seeds or len(set(exp.seeds)) != len(exp.seeds):
+        fail(f"seeds must be a non-empty list of distinct integers, got {list(exp.seeds)}")
+    if exp.model.patch is not None and len(exp.model.patch) != 2 or len(exp.model.stride) != 2:
+        fail("model.patch and model.stride are [time, frequency] pairs")
+
+
+def load_experiment(path: Path) -> Experiment:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ExperimentError(f"{path}: not valid YAML: {e}") from e
+    return parse_experiment(data, Path(path).stem, str(path))
+
+
+def load_experiments(directory: Path) -> dict[str, Experiment]:
+    """Every `*.yaml` under the directory (recursively), by name; names must be unique and
+    every `init_from` must name another experiment of the same seeds."""
+    found: dict[str, Experiment] = {}
+    for path in sorted(Path(directory).rglob("*.yaml")):
+        exp = load_experiment(path)
+        if exp.name in found:
+            raise ExperimentError(f"{path}: experiment name {exp.name!r} also used by {found[exp.name].path}")
+        found[exp.name] = exp
+    for exp in found.values():
+        if exp.init_from is None:
+            continue
+        base = found.get(exp.init_from)
+        if base is None:
+            raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} is not an experiment in {directory}")
+        if base.stage != "audio_image" or base.model != exp.model:
+            raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} must be an audio_image experiment "
+                                  "with the same model section")
+        missing = sorted(set(exp.seeds) - set(base.seeds))
+        if missing:
+            raise ExperimentError(f"{exp.path}: seeds {missing} have no run in init_from {exp.init_from!r}")
+        if base.init_from is not None:
+            raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} is itself a fine-tuning run")
+    return {name: replace(exp, base=found[exp.init_from]) if exp.init_from else exp for name, exp in found.items()}
+
+
+def load_all_experiments() -> dict[str, Experiment]:
+    """Every experiment this checkout declares (configs/experiments, or $CLIPKT_EXPERIMENTS_DIR)."""
+    return load_experiments(experiments_dir())

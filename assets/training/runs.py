@@ -1,0 +1,278 @@
+"""Running an experiment from the caches: what each seed trains on, where its files go, and
+how its trained encoder is evaluated. The assets in `assets.training.assets`
+call these with the cache layout (`assets.core.cache_layout.CacheLayout`).
+
+Layout, under the cache root:
+
+    experiments/<name>/seed_<s>/<fingerprint>/checkpoints/epoch_NNNN.{safetensors,state.pt}
+    experiments/<name>/seed_<s>/<fingerprint>/final.safetensors, run.json
+    experiments/<name>/metrics.json          the evaluation of the current runs, all seeds
+
+The fingerprint covers everything that determines the weights (config without description,
+tags and eval; the seed), so editing an experiment file starts new runs next to the old ones
+instead of overwriting them.
+
+Training clips: the experiment's training splits, `ok` in the audio cache (fbank_cache for the
+audio ViT, logmel_cache for DaveNet) and in the teacher's frame embeddings (audio-image) or
+caption embeddings (audio-text); `train.max_clips` takes a seeded subset (seed 000 Tables 3-4).
+The evaluation subset: `eval.size` clips of `eval.split` (seeded; all of them when fewer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from assets.training.evaluation import SIMILARITY_NAMES, embed_clips, retrieval_report
+from assets.ingest.dataset_config import DatasetConfig
+from assets.core.device import resolve_device
+from assets.training.experiments import Experiment
+from assets.caches.fbank_stats import load_fbank_stats
+from assets.mining.neighbor_search import read_table
+from assets.core.atomic_io import write_json_atomic
+from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, load_encoder_weights
+from assets.training.data import ClipSet, Normaliser, load_clips, seeded_subset
+from models.audio_encoder import build_audio_encoder
+
+CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
+METRICS_FILE = "metrics.json"
+PROTOCOL = ("R@k = fraction of queries whose best-ranked true match is within the top k; ties count against "
+            "the model. A->I, I->A: one true match. A->T: a clip's captions are all true matches (best rank), "
+            "T->A: every caption is a query with its one clip.")
+
+
+def run_dir(cache, exp: Experiment, seed: int) -> Path:
+    return cache.experiment_dir(exp.name) / f"seed_{seed}" / exp.fingerprint(seed)
+
+
+def finished_run(cache, exp: Experiment, seed: int) -> dict | None:
+    """run.json of the seed's current run when it completed, else None."""
+    path = run_dir(cache, exp, seed) / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class DataSources:
+    audio_dir: Path
+    image_dir: Path | None
+    text_dir: Path | None
+    layout: str  # features layout of the audio cache
+
+
+def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> DataSources:
+    base = cache.dataset_dir(ds.name)
+    davenet = exp.model.kind == "davenet"
+    if davenet and ds.format != "places":
+        raise ValueError(f"{exp.path}: DaveNet reads the spoken-caption log-mel cache, which only places-format "
+                         f"datasets have; {ds.name} is {ds.format}")
+    audio_image = exp.stage == "audio_image"
+    if audio_image and ds.format == "audiocaps":
+        raise ValueError(f"{exp.path}: {ds.name} is audio only (AudioCaps format); audio-image training needs frames")
+    if exp.stage == "audio_text" and ds.format not in CAPTION_FORMATS:
+        raise ValueError(f"{exp.path}: audio-text fine-tuning needs captions; {ds.name} ({ds.format}) has only labels")
+    return DataSources(base / ("logmel_cache" if davenet else "fbank_cache"),
+                       base / "clip_image_embeddings" if audio_image else None,
+                       base / "clip_text_embeddings" if with_text else None,
+                       "bins,frames" if davenet else "frames,bins")
+
+
+def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normaliser:
+    if exp.model.kind == "davenet":  # DaveNet normalises its input with its own batch norm
+        return Normaliser({"mean": 0.0, "std": 1.0}, layout=layout)
+    source = exp.train.fbank_stats_from or ds.name
+    try:
+        stats = load_fbank_stats(cache, source)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{source} has no fbank_stats yet; materialise {source}/fbank_stats first") from e
+    return Normaliser(stats, std_scale=exp.train.fbank_std_scale, layout=layout)
+
+
+_LOADED: dict[tuple, ClipSet] = {}  # the last clip sets read in this process (a demo or backfill trains many
+_LOADED_MAX = 2                     # experiments on the same clips), keyed by their files' sizes and mtimes
+
+
+def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subset: tuple[int | None, int],
+                      memory_gb: float | None) -> ClipSet:
+    """load_clips, remembered for the next experiment in this process; features over `memory_gb`
+    are memory-mapped from `<cache>/<dataset>/feature_spill/`."""
+    dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir) if d is not None]
+    stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for d in dirs for p in sorted(Path(d).glob("*.parquet")))
+    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), subset, memory_gb, stamps)
+    if key not in _LOADED:
+        clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir, subset=subset,
+                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30),
+                           spill_dir=cache.feature_spill_dir(ds.name))
+        while len(_LOADED) >= _LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = clips
+    return _LOADED[key]
+
+
+def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None) -> TrainInputs:
+    src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
+    train = load_clips_cached(cache, ds, src, exp.train.splits, (exp.train.max_clips, exp.train.subset_seed), memory_gb)
+    neighbours = table_rows = shortfall = None
+    if exp.loss.kind == "mined":
+        neighbours, table_rows = _neighbour_inputs(cache, ds, exp, train)
+        covered = table_rows >= 0
+        shortfall = {t: int((ids[table_rows[covered]] < 0).any(axis=1).sum()) + int((~covered).sum())
+                     for t, ids in neighbours.items()}
+    val, label = _validation_clips(cache, ds, src, exp, train)
+    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, table_rows, val, label, shortfall)
+
+
+def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet) -> tuple[dict, np.ndarray]:
+    """Per chosen table, each table row's first k neighbours among the clips being trained on (the
+    tables are mined over every training clip; a subset run, seed 000 Tables 3-4, keeps the
+    neighbours inside its subset in rank order), and each training clip's table row."""
+    try:
+        tables_dir = cache.current_neighbor_tables(ds.name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{exp.path}: the mined loss needs {ds.name}'s neighbour tables; "
+                                f"materialise {ds.name}/neighbor_tables first") from e
+    clip_ids = pq.read_table(tables_dir / "clips.parquet", columns=["clip_id"]).column("clip_id").to_pylist()
+    row_of = {c: i for i, c in enumerate(clip_ids)}
+    table_rows = np.asarray([row_of.get(c, -1) for c in train.clip_ids], np.int64)
+    in_train = np.zeros(len(clip_ids), dtype=bool)
+    in_train[table_rows[table_rows >= 0]] = True
+    neighbours = {}
+    for t in exp.loss.tables:
+        if t == "org":
+            continue
+        path = tables_dir / f"{t}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{exp.path}: table {t} was not mined for {ds.name} ({path} missing); "
+                                    "add it to neighbor_tables' `tables`")
+        _, ids, _ = read_table(path)
+        if exp.loss.k > ids.shape[1]:
+            raise ValueError(f"{exp.path}: loss.k={exp.loss.k} but {ds.name}'s {t} table holds {ids.shape[1]} "
+                             f"neighbours per clip; re-materialise neighbor_tables with k_max >= {exp.loss.k}")
+        neighbours[t] = neighbours_within(ids, in_train, exp.loss.k)
+    return neighbours, table_rows
+
+
+def neighbours_within(ids: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k): each row's first k neighbours (in rank order) that `keep` marks; -1 where fewer remain."""
+    valid = (ids >= 0) & keep[np.clip(ids, 0, None)]
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :k]  # kept columns first, rank order preserved
+    picked = np.take_along_axis(ids, order, axis=1)
+    return np.where(np.take_along_axis(valid, order, axis=1), picked, -1)
+
+
+def _validation_clips(cache, ds: DatasetConfig, src: DataSources, exp: Experiment, train: ClipSet) -> tuple[ClipSet | None, str]:
+    if exp.eval.val_size < 2:
+        return None, ""
+    try:
+        return load_clips_cached(cache, ds, src, [exp.eval.val_split], (exp.eval.val_size, exp.eval.seed), None), exp.eval.val_split
+    except ValueError:  # no such split (SynthAV VGGSound: train/test only): a fixed train subset
+        return train.subset(seeded_subset(len(train), exp.eval.val_size, exp.eval.seed)), "train subset"
+
+
+def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
+    m = exp.model
+    visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
+    return build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
+                               patch=m.patch, stride=m.stride, layers=m.layers, width=m.width)
+
+
+def embedding_dim(clips: ClipSet) -> int:
+    """The teacher's embedding dimension, read off the clips' frame (or caption) embeddings."""
+    return int((clips.frames if clips.frames is not None else clips.captions[0]).shape[-1])
+
+
+def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, inputs: TrainInputs,
+               experiments: dict[str, Experiment], device: str = "auto", log=print,
+               stop_after_epoch: int | None = None) -> dict:
+    """Train one seed (resuming its checkpoints); returns its run.json summary."""
+    dev = resolve_device(device)
+    model = build_encoder(exp, teacher, embedding_dim(inputs.train), seed)
+    if exp.init_from is not None:
+        base = experiments[exp.init_from]
+        weights = run_dir(cache, base, seed) / FINAL_WEIGHTS
+        if not weights.is_file():
+            raise FileNotFoundError(f"{exp.path}: starts from {exp.init_from} seed {seed}, which has no finished run "
+                                    f"({weights} missing); materialise audio_encoder partition {exp.init_from} first")
+        load_encoder_weights(model, weights)
+    trainer = Trainer(exp, seed, model, inputs, run_dir(cache, exp, seed), dev, log)
+    return trainer.fit(stop_after_epoch)
+
+
+def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment) -> tuple[ClipSet, bool]:
+    """(the seeded evaluation subset, whether A->T / T->A are measured)."""
+    with_text = ds.format in CAPTION_FORMATS
+    src = data_sources(cache, ds, exp, with_text)
+    return load_clips_cached(cache, ds, src, [exp.eval.split], (exp.eval.size, exp.eval.seed), None), with_text
+
+
+def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, clips: ClipSet, with_text: bool,
+                  device: str = "auto") -> dict:
+    weights = run_dir(cache, exp, seed) / FINAL_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
+                                f"materialise audio_encoder partition {exp.name} first")
+    dev = resolve_device(device)
+    model = build_encoder(exp, teacher, embedding_dim(clips), seed).to(dev)
+    load_encoder_weights(model, weights)
+    segments = clips.frames.shape[1] if exp.frames.strategy == "multiframe" else None
+    src = data_sources(cache, ds, exp, with_text)
+    emb = embed_clips(model, clips, normaliser(cache, ds, exp, src.layout), dev, segments)
+    return retrieval_report(emb, clips, exp.frames.strategy, with_text)
+
+
+def summarise_seeds(per_seed: dict[int, dict]) -> dict:
+    """{direction: {metric: {"mean", "std", "values"}}}; std is the sample std over seeds (0 for one seed)."""
+    directions = sorted({d for r in per_seed.values() for d in r})
+    out = {}
+    for d in directions:
+        metrics = [k for k in next(iter(per_seed.values()))[d] if k.startswith("R@") or k == "median_rank"]
+        out[d] = {}
+        for m in metrics:
+            values = [float(per_seed[s][d][m]) for s in sorted(per_seed)]
+            out[d][m] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                         "values": values}
+    return out
+
+
+def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_text: bool, per_seed: dict[int, dict]) -> dict:
+    first = next(iter(per_seed.values()))
+    return {
+        "experiment": exp.name, "dataset": ds.name, "description": exp.description, "tags": list(exp.tags),
+        "stage": exp.stage, "model": exp.model.kind, "frames": exp.frames.strategy,
+        "nearest_start_epoch": exp.frames.nearest_start_epoch if exp.frames.strategy == "nearest" else None,
+        "loss": exp.loss.kind, "tables": sorted(exp.table_set), "k": exp.loss.k if exp.loss.kind == "mined" else None,
+        "seeds": sorted(per_seed), "fingerprints": {str(s): exp.fingerprint(s) for s in sorted(per_seed)},
+        "eval": {"split": exp.eval.split, "clips": len(clips), "seed": exp.eval.seed, "requested": exp.eval.size,
+                 "queries": {d: first[d]["queries"] for d in first},
+                 "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first},
+                 "audio_image_similarity": SIMILARITY_NAMES[exp.frames.strategy] if clips.frames is not None else None,
+                 "text": "captions" if with_text else None,
+                 "clip_ids_sha256": _ids_digest(clips.clip_ids)},
+        "eval_config": asdict(exp.eval), "protocol": PROTOCOL, "per_seed": {str(s): r for s, r in sorted(per_seed.items())},
+        "summary": summarise_seeds(per_seed),
+    }
+
+
+def _ids_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def write_metrics(cache, exp: Experiment, doc: dict) -> Path:
+    path = cache.experiment_dir(exp.name) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, doc)
+    return path
+
+
+def read_metrics(cache, exp: Experiment) -> dict | None:
+    """The experiment's metrics.json when it belongs to its current runs (same fingerprints), else None."""
+    path = cache.experiment_dir(exp.name) / METRICS_FILE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    current = {str(s): exp.fingerprint(s) for s in exp.seeds}
+    return doc if doc.get("fingerprints") == current and doc.get("eval_config") == asdict(exp.eval) else None

@@ -1,0 +1,245 @@
+"""The training loop for one experiment and one seed: contrastive audio-image pretraining or
+audio-text fine-tuning of a student audio encoder against the frozen teacher's embeddings.
+
+The teacher is frozen (seed 001), so its frame and caption embeddings come from the
+embedding caches instead of being recomputed every step; only the audio encoder (and the
+loss's temperature) learn. Per step:
+
+    audio (B, ...) --encoder--> (B, D) or (B, L, D)
+    similarity (B, B): frame strategy random | nearest (eq. 3) | multiframe (eq. 4), or captions
+    loss: SymmetricInfoNCE, or MultiPositiveInfoNCE with the batch's mined-positive mask (seed 000)
+
+Everything random is seeded per (seed, epoch): the batch order, the random frames, the
+caption picks; so a run resumed from its last epoch checkpoint continues exactly as the
+uninterrupted run (bit-identical weights on the CPU). On CUDA: TF32 and autocast.
+
+Gradient accumulation (`grad_accum` > 1) keeps the loss over the whole batch, as a
+contrastive loss needs all in-batch negatives: the batch is encoded chunk by chunk without
+gradients, the loss and its gradient with respect to the embeddings are computed on the
+full batch, then each chunk is encoded again and back-propagated with its slice of that
+gradient (the "gradient cache" method); peak memory is one chunk's activations.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from assets.core.atomic_io import atomic_path, write_json_atomic
+from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
+from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from assets.core.device import autocast, enable_tf32, grad_scaler
+from assets.training.experiments import Experiment
+from assets.training.optim import OptimConfig, build_optimizer, build_scheduler
+from assets.training.data import Batch, BatchLoader, ClipSet, Normaliser
+from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
+from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
+from losses.mined_positives import positive_mask
+
+FINAL_WEIGHTS = "final.safetensors"
+RUN_FILE = "run.json"
+
+
+@dataclass
+class TrainInputs:
+    train: ClipSet
+    normalise: Normaliser
+    neighbours: dict[str, np.ndarray] | None = None  # table -> (table rows, k_max) neighbour rows (mined loss)
+    table_rows: np.ndarray | None = None  # (N,) each training clip's row in the neighbour tables
+    val: ClipSet | None = None  # per-epoch retrieval curve
+    val_label: str = ""
+    neighbour_shortfall: dict[str, int] | None = None  # per table: training clips with fewer than k neighbours
+
+
+def make_loss(exp: Experiment) -> nn.Module:
+    cls = MultiPositiveInfoNCE if exp.loss.kind == "mined" else SymmetricInfoNCE
+    return cls(temperature=exp.loss.temperature, learnable=exp.loss.learnable_temperature)
+
+
+def optim_config(exp: Experiment, steps_per_epoch: int) -> OptimConfig:
+    o = exp.optim
+    return OptimConfig(optimizer=o.optimizer, lr_weights=o.lr_weights, lr_biases=o.lr_biases,
+                       weight_decay=o.weight_decay, momentum=o.momentum,
+                       warmup_steps=min(round(o.warmup_epochs * steps_per_epoch), exp.epochs * steps_per_epoch),
+                       min_lr_ratio=o.min_lr_ratio)
+
+
+def loader_workers(configured: int | None, device: torch.device) -> int:
+    """Background batch threads: on CUDA one keeps the GPU fed while the CPU is idle; on the CPU the
+    step already uses every core, and a concurrent thread only slows it (measured: 0.85-0.89x of a
+    bare loop with one thread, see benchmarks/bench_trainer.py), so batches are built in the loop."""
+    if configured is not None:
+        return configured
+    return 1 if device.type == "cuda" else 0
+
+
+def _segments(exp: Experiment, inputs: TrainInputs) -> int | None:
+    return inputs.train.frames.shape[1] if exp.frames.strategy == "multiframe" else None
+
+
+class Trainer:
+    """Train `model` for `exp` with `seed`; checkpoints in `out_dir/checkpoints`, final weights and
+    `run.json` (history, timings) in `out_dir`."""
+
+    def __init__(self, exp: Experiment, seed: int, model: nn.Module, inputs: TrainInputs, out_dir: Path,
+                 device: torch.device, log: Callable[[str], None] = print):
+        self.exp, self.seed, self.inputs, self.out_dir, self.device, self.log = exp, seed, inputs, Path(out_dir), device, log
+        n, b = len(inputs.train), exp.batch_size
+        if n < b:
+            raise ValueError(f"{exp.name}: {n} training clips, fewer than one batch of {b}; lower batch_size")
+        if exp.loss.kind == "mined" and (inputs.neighbours is None or inputs.table_rows is None):
+            raise ValueError(f"{exp.name}: the mined loss needs neighbour tables")
+        if exp.stage == "audio_image" and inputs.train.frames is None:
+            raise ValueError(f"{exp.name}: audio-image training needs the teacher's frame embeddings")
+        if exp.stage == "audio_text" and inputs.train.captions is None:
+            raise ValueError(f"{exp.name}: audio-text fine-tuning needs the teacher's caption embeddings")
+        self.steps_per_epoch = n // b
+        enable_tf32(device)
+        torch.manual_seed(seed)
+        self.modules = nn.ModuleDict({"encoder": model, "loss": make_loss(exp)}).to(device)
+        cfg = optim_config(exp, self.steps_per_epoch)
+        self.optimizer = build_optimizer(self.modules, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, exp.epochs * self.steps_per_epoch)
+        self.scaler = grad_scaler(device)
+        self.segments = _segments(exp, inputs)
+        self.loader_workers = loader_workers(exp.train.num_workers, device)
+        self.history: list[dict] = []
+
+    # -- one step --------------------------------------------------------------------------
+    def _encode(self, batch: Batch) -> torch.Tensor:
+        return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.segments)
+
+    def _loss(self, audio: torch.Tensor, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        exp = self.exp
+        audio = audio.float()
+        if exp.stage == "audio_text":
+            sim = nn.functional.normalize(audio, dim=-1) @ nn.functional.normalize(batch.captions, dim=-1).T
+        elif exp.frames.strategy == "multiframe":
+            sim = multiframe_similarity(audio, batch.frames)
+        elif exp.frames.strategy == "nearest":
+            sim = nearest_match_similarity(audio, batch.frames, epoch, exp.frames.nearest_start_epoch, gen)
+        else:
+            sim = random_frame_similarity(audio, batch.frames, gen)
+        loss_fn = self.modules["loss"]
+        if exp.loss.kind == "mined":
+            rows = self.inputs.table_rows[batch.index.numpy()]
+            tables = [t for t in exp.loss.tables if t != "org"]
+            mask = positive_mask(rows, self.inputs.neighbours, tables, exp.loss.k).to(sim.device)
+            return loss_fn(sim, mask)
+        return loss_fn(sim)
+
+    def _step(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.exp.grad_accum == 1:
+            with autocast(self.device):
+                audio = self._encode(batch)
+            loss = self._loss(audio, batch, epoch, gen)
+            self.scaler.scale(loss).backward()
+        else:
+            loss = self._cached_gradient_step(batch, epoch, gen)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def _cached_gradient_step(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        chunks = [_slice(batch, idx) for idx in torch.arange(len(batch.index)).chunk(self.exp.grad_accum)]
+        with torch.no_grad(), autocast(self.device):
+            reps = torch.cat([self._encode(c).float() for c in chunks])
+        reps.requires_grad_(True)
+        loss = self._loss(reps, batch, epoch, gen)
+        self.scaler.scale(loss).backward()
+        for c, g in zip(chunks, reps.grad.split([len(c.index) for c in chunks])):
+            with autocast(self.device):
+                out = self._encode(c).float()
+            out.backward(g)
+        return loss
+
+    # -- epochs ----------------------------------------------------------------------------
+    def _validate(self) -> dict:
+        val = self.inputs.val
+        if val is None or len(val) < 2:
+            return {}
+        emb = embed_clips(self.modules["encoder"], val, self.inputs.normalise, self.device, self.segments)
+        report = retrieval_report(emb, val, self.exp.frames.strategy, with_text=self.exp.stage == "audio_text")
+        direction = "A->T" if self.exp.stage == "audio_text" else "A->I"
+        return {f"val_{direction}_R@1": report[direction]["R@1"], f"val_{direction}_R@10": report[direction]["R@10"]}
+
+    def _epoch(self, epoch: int) -> dict:
+        exp, train = self.exp, self.inputs.train
+        order = np.random.default_rng((self.seed, epoch)).permutation(len(train))
+        loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
+                             workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        self.modules.train()
+        total = torch.zeros((), device=self.device)
+        start = time.perf_counter()
+        for batch in loader:
+            total += self._step(batch.to(self.device), epoch, gen)
+        mean_loss = float(total) / len(loader)
+        seconds = time.perf_counter() - start
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"{exp.name} seed {self.seed}: loss became {mean_loss} in epoch {epoch}; "
+                                     "lower the learning rates")
+        row = {"epoch": epoch, "loss": mean_loss, "steps": len(loader), "seconds": seconds,
+               "steps_per_s": len(loader) / seconds, "data_wait_fraction": loader.wait_seconds / seconds,
+               "lr_weights": self.optimizer.param_groups[0]["lr"],
+               "temperature": float(1 / self.modules["loss"].scale().detach())}
+        return row | self._validate()
+
+    def fit(self, stop_after_epoch: int | None = None) -> dict:
+        """Train (resuming from the newest checkpoint); returns the run summary written to run.json.
+        `stop_after_epoch`: stop once that epoch's checkpoint is written (used to test resuming)."""
+        ckpt_dir = self.out_dir / "checkpoints"
+        first = 0
+        latest = latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            state = load_checkpoint(latest, self.modules, self.optimizer, self.scheduler)
+            self.history = state["extra"]["history"]
+            if state["extra"].get("grad_scaler"):
+                self.scaler.load_state_dict(state["extra"]["grad_scaler"])  # float16 AMP's loss scale
+            first = state["epoch"] + 1
+            self.log(f"{self.exp.name} seed {self.seed}: resuming after epoch {state['epoch']} from {latest}")
+        for epoch in range(first, self.exp.epochs):
+            row = self._epoch(epoch)
+            self.history.append(row)
+            save_checkpoint(ckpt_dir, epoch, self.modules, self.optimizer, self.scheduler,
+                            {"history": self.history, "grad_scaler": self.scaler.state_dict()})
+            self.log(f"{self.exp.name} seed {self.seed} epoch {epoch + 1}/{self.exp.epochs}: loss {row['loss']:.4f}, "
+                     f"{row['steps_per_s']:.2f} steps/s, data wait {row['data_wait_fraction']:.1%}"
+                     + "".join(f", {k} {v:.3f}" for k, v in row.items() if k.startswith("val_")))
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                return {}
+        return self._finish(first)
+
+    def _finish(self, first_epoch: int) -> dict:
+        encoder = self.modules["encoder"]
+        with atomic_path(self.out_dir / FINAL_WEIGHTS) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
+        summary = {"experiment": self.exp.name, "seed": self.seed, "fingerprint": self.exp.fingerprint(self.seed),
+                   "train_clips": len(self.inputs.train), "steps_per_epoch": self.steps_per_epoch,
+                   "neighbour_shortfall": self.inputs.neighbour_shortfall,
+                   "resumed_at_epoch": first_epoch or None, "device": str(self.device),
+                   "temperature": float(1 / self.modules["loss"].scale().detach()), "history": self.history}
+        write_json_atomic(self.out_dir / RUN_FILE, summary)
+        return summary
+
+
+def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
+    pick = (lambda t: None if t is None else t[idx.to(t.device)])
+    return Batch(batch.index[idx], pick(batch.audio), pick(batch.lengths), pick(batch.frames), pick(batch.captions))
+
+
+def load_encoder_weights(model: nn.Module, path: Path) -> None:
+    """Weights saved by a finished run (its final.safetensors) into a model of the same architecture."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"encoder weights not found: {path}")
+    model.load_state_dict(load_file(str(path)))

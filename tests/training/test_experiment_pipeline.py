@@ -1,0 +1,175 @@
+"""Tiny experiments materialised end to end with Dagster on the tiny SynthAV: audio_encoder ->
+retrieval_metrics -> ablation_report, for the audio ViT (InfoNCE two seeds, mined positives,
+Multiframe Match), DaveNet on spoken captions, and audio-text fine-tuning from a checkpoint."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from assets.training.runs import build_encoder, evaluation_clips, read_metrics, run_dir
+from assets.caches.fbank_stats import load_fbank_stats
+from assets.training.trainer import FINAL_WEIGHTS, load_encoder_weights
+from assets.ingest.dataset_config import load_datasets
+from assets.training.experiments import load_all_experiments
+from pipelines.definitions import build_definitions
+from pipelines.resources import ClipTeacherResource
+
+TINY_VIT = {"kind": "audio_vit", "patch": [32, 32], "stride": [32, 32], "layers": 1}
+COMMON = {"optim": {"optimizer": "adamw", "lr_weights": 1e-3, "lr_biases": 1e-3, "warmup_epochs": 1},
+          "epochs": 2, "batch_size": 8, "train": {"splits": ["train"]}, "eval": {"split": "test", "val_size": 4}}
+EXPERIMENTS = {
+    "t_base": {"dataset": "synthav_vggsound", "model": TINY_VIT, "seeds": [0, 1]},
+    "t_mined": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {"kind": "mined", "tables": ["org", "t2t", "i2t"], "k": 3}},
+    "t_multi": {"dataset": "synthav_vggsound", "model": TINY_VIT, "frames": {"strategy": "multiframe"}},
+    "t_speech": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625}, "batch_size": 4,
+                 "eval": {"split": "val"}},
+    "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
+             "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
+}
+
+
+def _meta(result, key: list[str]) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key)]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def trained(mined_caches, tmp_path_factory):
+    _, instance, cache, _, _ = mined_caches
+    exp_dir = tmp_path_factory.mktemp("experiments")
+    for name, body in EXPERIMENTS.items():
+        (exp_dir / f"{name}.yaml").write_text(yaml.safe_dump({**COMMON, **body, "tags": ["test"]}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CLIPKT_EXPERIMENTS_DIR", str(exp_dir))
+    defs = build_definitions()
+    job = defs.resolve_job_def("experiment_job")
+    runs = {name: job.execute_in_process(instance=instance, partition_key=name) for name in EXPERIMENTS}
+    yield defs, instance, cache, runs
+    mp.undo()
+
+
+def test_every_experiment_is_a_partition_and_materialises(trained):
+    defs, instance, cache, runs = trained
+    assert sorted(defs.resolve_job_def("experiment_job").partitions_def.get_partition_keys()) == sorted(EXPERIMENTS)
+    for name, run in runs.items():
+        assert run.success, name
+        m = _meta(run, ["experiments", "audio_encoder"])
+        assert m["trained_now"] == EXPERIMENTS[name].get("seeds", [0]) and m["train_clips"] >= 8
+        assert 0.0 <= m["data_wait_fraction"] < 1.0
+        for seed in m["trained_now"]:
+            run_json = json.loads((run_dir(cache, load_all_experiments()[name], seed) / "run.json").read_text())
+            assert [h["epoch"] for h in run_json["history"]] == [0, 1]
+            assert all(np.isfinite(h["loss"]) for h in run_json["history"])
+
+
+def _brute_force_recall(sim: np.ndarray, ks=(1, 5, 10)) -> dict:
+    """Row q's true item is column q; rank = 1 + items scoring at least as high (pessimistic ties)."""
+    ranks = np.array([1 + int((np.delete(sim[q], q) >= sim[q, q]).sum()) for q in range(len(sim))])
+    return {f"R@{k}": float(np.mean(ranks <= k)) for k in ks}
+
+
+def test_reported_audio_image_recall_equals_a_direct_computation(trained):
+    _, _, cache, runs = trained
+    exp = load_all_experiments()["t_base"]
+    ds = next(d for d in load_datasets() if d.name == exp.dataset)
+    clips, with_text = evaluation_clips(cache, ds, exp)
+    assert not with_text and len(clips) >= 3
+    teacher = ClipTeacherResource.from_env(cache).load()
+    stats = load_fbank_stats(cache, ds.name)
+    doc = read_metrics(cache, exp)
+    for seed in (0, 1):
+        model = build_encoder(exp, teacher, 128, seed)
+        load_encoder_weights(model, run_dir(cache, exp, seed) / FINAL_WEIGHTS)
+        model.eval()
+        x = (torch.from_numpy(clips.features.astype(np.float32)) - stats["mean"]) / stats["std"]
+        with torch.no_grad():
+            audio = torch.nn.functional.normalize(model(x), dim=-1).numpy()
+        middle = clips.frames[:, clips.frames.shape[1] // 2]
+        sim = audio @ (middle / np.linalg.norm(middle, axis=1, keepdims=True)).T
+        for direction, s in (("A->I", sim), ("I->A", sim.T)):
+            expected = _brute_force_recall(s)
+            got = {k: doc["per_seed"][str(seed)][direction][k] for k in expected}
+            assert got == pytest.approx(expected, abs=1e-9), (seed, direction)
+    r1 = [doc["per_seed"][s]["A->I"]["R@1"] for s in ("0", "1")]
+    assert doc["summary"]["A->I"]["R@1"]["mean"] == pytest.approx(np.mean(r1))
+    assert doc["summary"]["A->I"]["R@1"]["std"] == pytest.approx(np.std(r1, ddof=1))
+    assert doc["eval"]["clips"] == len(clips) and doc["eval"]["audio_image_similarity"] == "audio vs the middle frame"
+
+
+def test_fine_tuning_starts_from_the_audio_image_weights_and_reports_caption_protocol(trained):
+    _, _, cache, runs = trained
+    experiments = load_all_experiments()
+    doc = read_metrics(cache, experiments["t_ft"])
+    assert set(doc["summary"]) == {"A->T", "T->A"}
+    captions = doc["eval"]["queries"]["T->A"]
+    assert captions == 5 * doc["eval"]["clips"]  # AudioCaps test: 5 captions per clip, each a T->A query
+    assert "best-ranked true match" in doc["protocol"]
+    # the fine-tuned weights moved away from the audio-image run they started from
+    from safetensors.torch import load_file
+    base = load_file(str(run_dir(cache, experiments["t_base"], 0) / FINAL_WEIGHTS))
+    tuned = load_file(str(run_dir(cache, experiments["t_ft"], 0) / FINAL_WEIGHTS))
+    assert base.keys() == tuned.keys() and any(not torch.equal(base[k], tuned[k]) for k in base)
+
+
+def test_speech_and_multiframe_metrics(trained):
+    _, _, cache, runs = trained
+    experiments = load_all_experiments()
+    speech = read_metrics(cache, experiments["t_speech"])
+    assert {"A->I", "I->A", "A->T", "T->A"} == set(speech["summary"]) and speech["model"] == "davenet"
+    multi = read_metrics(cache, experiments["t_multi"])
+    assert multi["eval"]["audio_image_similarity"].startswith("L audio segments")
+    checks = {e.check_name: e.passed for e in runs["t_multi"].get_asset_check_evaluations()}
+    assert set(checks) == {"r10_at_least_5x_chance"}
+
+
+def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
+    defs, instance, cache, runs = trained
+    again = defs.resolve_job_def("experiment_job").execute_in_process(instance=instance, partition_key="t_mined")
+    m = _meta(again, ["experiments", "audio_encoder"])
+    assert m["trained_now"] == [] and m["skipped_up_to_date"] == [0]
+    assert _meta(again, ["experiments", "retrieval_metrics"])["skipped_up_to_date"] is True
+    config = {"ops": {"experiments__ablation_report": {"config": {"out_dir": str(tmp_path)}}}}
+    report = defs.resolve_job_def("ablation_report_job").execute_in_process(instance=instance, run_config=config)
+    assert report.success
+    table = pq.read_table(tmp_path / "ablation.parquet").to_pylist()
+    assert sorted(r["experiment"] for r in table) == sorted(EXPERIMENTS)
+    mined = next(r for r in table if r["experiment"] == "t_mined")
+    assert (mined["org"], mined["t2t"], mined["t2i"], mined["i2t"], mined["i2i"]) == (True, True, False, True, False)
+    assert mined["k"] == 3
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| t_mined | random | 3 | ✓ | ✓ | ✗ | ✓ | ✗ |" in md
+    assert "t_mined vs t_base" in md
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_clip_loading_joins_caches_and_spills_features_to_disk(mined_caches, tmp_path):
+    """Over the memory budget the features are a memory-mapped .npy, identical to the in-memory ones;
+    a seeded subset is the same clips as subsetting the full set."""
+    from assets.training.data import load_clips, seeded_subset
+    _, _, cache, _, _ = mined_caches
+    base = cache.dataset_dir("synthav_vggsound")
+    dirs = (base / "fbank_cache", ["train"], base / "clip_image_embeddings")
+    full = load_clips(*dirs)
+    manifest = pq.read_table(cache.manifest_path("synthav_vggsound")).to_pylist()
+    usable = {m["clip_id"] for m in manifest if m["split"] == "train" and m["status"] == "ok"}
+    assert set(full.clip_ids) <= usable and len(full) >= len(usable) - 3  # the silent / too-short clips are left out
+    rows = sum(r == "train" for f in (base / "fbank_cache").glob("*.parquet")
+               for r in pq.read_table(f, columns=["split"]).column("split").to_pylist())
+    assert full.frames.shape == (len(full), 4, 128) and sum(full.skipped.values()) == rows - len(full)
+    spilled = load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path)
+    files = list(tmp_path.glob("features_*.npy"))
+    assert len(files) == 1 and isinstance(spilled.features, np.memmap)
+    assert np.array_equal(np.asarray(spilled.features), full.features) and spilled.clip_ids == full.clip_ids
+    mtime = files[0].stat().st_mtime_ns
+    assert np.array_equal(np.asarray(load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path).features), full.features)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    with pytest.raises(MemoryError, match="over the memory budget"):
+        load_clips(*dirs, memory_budget_bytes=1)
+    part = load_clips(*dirs, subset=(7, 3))
+    index = seeded_subset(len(full), 7, 3)
+    assert part.clip_ids == [full.clip_ids[i] for i in index] and np.array_equal(part.features, full.features[index])

@@ -1,0 +1,136 @@
+"""The trainer on a synthetic clip set with a tiny audio ViT: exact resume, the gradient cache
+equals the full-batch gradient, the batch loader, mined neighbours within a training subset."""
+
+import numpy as np
+import pytest
+import torch
+from open_clip.model import CLIP
+from safetensors.torch import load_file
+
+from assets.training.runs import neighbours_within
+from assets.training.experiments import parse_experiment
+from assets.training.trainer import FINAL_WEIGHTS, Trainer, TrainInputs
+from assets.training.data import BatchLoader, ClipSet, Normaliser
+from models.audio_encoder import build_audio_encoder
+
+TINY = {"embed_dim": 8, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+MODEL = {"kind": "audio_vit", "time_frames": 48, "mel_bins": 16, "patch": [16, 16], "stride": [8, 16]}
+N, L, D = 24, 4, 8
+
+
+@pytest.fixture(scope="module")
+def visual():
+    torch.manual_seed(0)
+    return CLIP(**TINY).visual
+
+
+@pytest.fixture(scope="module")
+def clips():
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((N, L, D)).astype(np.float32)
+    frames /= np.linalg.norm(frames, axis=2, keepdims=True)
+    return ClipSet([f"c{i}" for i in range(N)], ["train"] * N, rng.standard_normal((N, 48, 16)).astype(np.float16),
+                   np.full(N, 48), frames)
+
+
+def _exp(**over):
+    body = {"dataset": "d", "model": MODEL, "epochs": 2, "batch_size": 8, "seeds": [3],
+            "optim": {"optimizer": "lars", "lr_weights": 0.5, "lr_biases": 0.05, "warmup_epochs": 1}} | over
+    return parse_experiment(body, "t", "t.yaml")
+
+
+def _inputs(clips, exp):
+    neighbours = table_rows = None
+    if exp.loss.kind == "mined":
+        ring = (np.arange(N)[:, None] + np.arange(1, 4)[None, :]) % N  # clip i's neighbours: i+1, i+2, i+3
+        neighbours = {t: ring for t in exp.loss.tables if t != "org"}
+        table_rows = np.arange(N)
+    return TrainInputs(clips, Normaliser({"mean": 0.5, "std": 2.0}), neighbours, table_rows)
+
+
+def _train(visual, clips, exp, out, stop=None):
+    model = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"})
+    return Trainer(exp, 3, model, _inputs(clips, exp), out, torch.device("cpu"), log=lambda _: None).fit(stop)
+
+
+@pytest.mark.parametrize("over", [
+    {"frames": {"strategy": "nearest", "nearest_start_epoch": 1}, "loss": {"kind": "mined", "tables": ["t2t", "i2t"], "k": 2}},
+    {"frames": {"strategy": "multiframe"}, "optim": {"optimizer": "adamw", "lr_weights": 1e-3, "lr_biases": 1e-3}},
+])
+def test_resume_after_a_kill_gives_the_same_weights(visual, clips, tmp_path, over):
+    exp = _exp(**over)
+    straight = _train(visual, clips, exp, tmp_path / "straight")
+    assert _train(visual, clips, exp, tmp_path / "resumed", stop=0) == {}  # "killed" after epoch 0's checkpoint
+    assert not (tmp_path / "resumed" / FINAL_WEIGHTS).exists()
+    resumed = _train(visual, clips, exp, tmp_path / "resumed")
+    assert resumed["resumed_at_epoch"] == 1
+    a, b = load_file(str(tmp_path / "straight" / FINAL_WEIGHTS)), load_file(str(tmp_path / "resumed" / FINAL_WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in straight["history"]] == [h["loss"] for h in resumed["history"]]
+    start = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"}).state_dict()
+    assert any(not torch.equal(start[k], a[k]) for k in a)  # it did train
+
+
+def test_gradient_cache_equals_the_full_batch_gradient(visual, clips):
+    """grad_accum 4 (chunks of 2) must give the gradient of the loss over the whole batch of 8."""
+    grads = {}
+    for accum in (1, 4):
+        exp = _exp(grad_accum=accum, loss={"kind": "mined", "tables": ["t2t"], "k": 3})
+        model = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"})
+        trainer = Trainer(exp, 3, model, _inputs(clips, exp), "/nonexistent", torch.device("cpu"))
+        loader = BatchLoader(clips, np.arange(N), 8, trainer.inputs.normalise)
+        batch = next(iter(loader))
+        trainer.optimizer.zero_grad()
+        gen = torch.Generator().manual_seed(0)
+        if accum == 1:
+            trainer._loss(trainer._encode(batch), batch, 0, gen).backward()
+        else:
+            trainer._cached_gradient_step(batch, 0, gen)
+        grads[accum] = {n: p.grad.clone() for n, p in trainer.modules.named_parameters() if p.grad is not None}
+    assert grads[1].keys() == grads[4].keys() and len(grads[1]) > 5
+    for name in grads[1]:
+        torch.testing.assert_close(grads[4][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_batch_loader_order_normalisation_and_caption_picks(clips):
+    caps = [np.full((1 + i % 3, D), float(i), np.float32) for i in range(N)]
+    with_caps = ClipSet(clips.clip_ids, clips.splits, clips.features, clips.lengths, clips.frames, caps)
+    order = np.random.default_rng(1).permutation(N)
+    norm = Normaliser({"mean": 0.5, "std": 2.0})
+    one = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=1))
+    three = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=3, prefetch=2))
+    inline = list(BatchLoader(with_caps, order, 5, norm, caption_seed=7, workers=0))  # the CPU default: no thread
+    assert all(torch.equal(a.audio, c.audio) and torch.equal(a.captions, c.captions) for a, c in zip(one, inline))
+    assert len(one) == 4  # 24 // 5, the last partial batch dropped
+    for a, b, start in zip(one, three, range(0, 20, 5)):
+        idx = order[start:start + 5]
+        assert a.index.tolist() == b.index.tolist() == idx.tolist()
+        expected = (torch.from_numpy(clips.features[idx]).float() - 0.5) / 2.0
+        assert torch.equal(a.audio, expected) and torch.equal(b.audio, expected)
+        assert torch.equal(a.captions, b.captions)  # picks do not depend on thread timing
+        assert a.captions[:, 0].tolist() == [float(i) for i in idx]  # each clip's own caption
+    assert len(list(BatchLoader(with_caps, order, 5, norm, drop_last=False))) == 5
+
+
+def test_batch_loader_surfaces_a_worker_error(clips):
+    class Broken(ClipSet):
+        pass
+    broken = Broken(clips.clip_ids, clips.splits, clips.features[:10], clips.lengths, clips.frames)  # rows >= 10 missing
+    loader = BatchLoader(broken, np.arange(N), 8, Normaliser({"mean": 0.0, "std": 1.0}), workers=2)
+    with pytest.raises(IndexError):
+        list(loader)
+
+
+def test_per_bin_normaliser_for_both_layouts():
+    stats = {"per_bin": True, "bin_mean": [1.0, 2.0, 3.0], "bin_std": [1.0, 2.0, 0.0]}  # constant bin: std 1
+    x = torch.tensor([[[1.0, 4.0, 5.0]]])  # (1, frames=1, bins=3)
+    assert Normaliser(stats, std_scale=2.0)(x).tolist() == [[[0.0, 0.5, 1.0]]]
+    assert Normaliser(stats, layout="bins,frames")(x.transpose(1, 2)).tolist() == [[[0.0], [1.0], [2.0]]]
+
+
+def test_neighbours_within_a_training_subset():
+    ids = np.array([[1, 2, 3, 4], [0, 4, 2, 3], [3, -1, 0, 1]])
+    keep = np.array([True, False, True, True, False])  # clips 1 and 4 are outside the subset
+    assert neighbours_within(ids, keep, 2).tolist() == [[2, 3], [0, 2], [3, 0]]
+    assert neighbours_within(ids, keep, 4).tolist() == [[2, 3, -1, -1], [0, 2, 3, -1], [3, 0, -1, -1]]
