@@ -3,7 +3,8 @@
 - `SymmetricInfoNCE`: seed 001's eq. 1 (CLIP's loss): cross-entropy over rows (queries ->
   keys) and over columns (keys -> queries), averaged over the batch and the two directions,
   on cosine similarities scaled by a learnable temperature exp(logit_scale) (CLIP's init
-  1/0.07, clamped at 100).
+  1/0.07, clamped at 100). Its cross-entropy part is `symmetric_cross_entropy(logits)`, for
+  callers that build their own logits.
 - `MultiPositiveInfoNCE`: seed 000's false-negative-aware loss. `positives` marks, per pair
   (i, j) of the batch, whether j is a mined positive of i (the diagonal always is). Each
   row's loss is the mean over its positives of -log softmax (Khosla et al.'s supervised
@@ -31,6 +32,13 @@ def cosine_similarity_matrix(queries: torch.Tensor, keys: torch.Tensor) -> torch
     return F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T
 
 
+def symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(B, B) logits whose diagonal holds the true pairs -> the mean of the cross-entropy over
+    rows (queries -> keys) and over columns (keys -> queries)."""
+    target = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 class _LearnableTemperature(nn.Module):
     def __init__(self, temperature: float = CLIP_INIT_TEMPERATURE, learnable: bool = True,
                  max_logit_scale: float = MAX_LOGIT_SCALE):
@@ -46,9 +54,7 @@ class SymmetricInfoNCE(_LearnableTemperature):
     def forward(self, similarity: torch.Tensor) -> torch.Tensor:
         """similarity: (B, B) cosine; row i's true key is column i."""
         _check_square(similarity)
-        logits = self.scale() * similarity
-        target = torch.arange(len(logits), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return symmetric_cross_entropy(self.scale() * similarity)
 
 
 class MultiPositiveInfoNCE(_LearnableTemperature):

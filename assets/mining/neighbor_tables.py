@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from assets.core.recall import recall_metrics
 from assets.mining.neighbor_search import (SearchParams, TABLE_SCHEMA, brute_force_topk, build_index, recall_at_k, search,
                                     same_neighbour_batch_fraction, write_table)
 
@@ -186,14 +187,17 @@ def table_problems(path: Path, n: int, self_excluded: bool, limit: int = 10) -> 
 
 
 def zero_shot_r1(images: np.ndarray, texts: np.ndarray, text_keys: list[str]) -> dict[str, float]:
-    """The teacher's own image<->text R@1 over n clips (row i of both is clip i): a hit when the
-    top-ranked item has the query clip's text (identical texts count, so for label prompts this
-    is zero-shot classification accuracy; for unique captions it is plain R@1). Ties go to the
-    lower row. `chance` is the expected hit rate of a random ranking."""
+    """The teacher's own image<->text R@1 over n clips (row i of both is clip i), by
+    `assets.core.recall`'s rule: every clip with the query clip's text is a true match (identical
+    texts count, so for label prompts this is zero-shot classification accuracy; for unique
+    captions it is plain R@1), and a wrong item scoring as high as the best true one is a miss.
+    `chance` is the expected hit rate of a random ranking."""
     n = len(texts)
     sim = images.astype(np.float64) @ texts.astype(np.float64).T
     _, key_ids = np.unique(np.asarray(text_keys, dtype=object), return_inverse=True)
-    i2t = key_ids[np.argmax(sim, axis=1)] == key_ids
-    t2i = key_ids[np.argmax(sim.T, axis=1)] == key_ids
-    same = np.bincount(key_ids)[key_ids]
-    return {"n": n, "i2t_R@1": float(i2t.mean()), "t2i_R@1": float(t2i.mean()), "chance": float((same / n).mean())}
+    by_key = np.argsort(key_ids, kind="stable")
+    clips_of = np.split(by_key, np.cumsum(np.bincount(key_ids))[:-1])  # key -> its clips, ascending
+    same_text = [clips_of[k] for k in key_ids]  # clip i's true matches, in either direction
+    i2t = recall_metrics(sim, same_text, ks=(1,))
+    t2i = recall_metrics(sim.T, same_text, ks=(1,))
+    return {"n": n, "i2t_R@1": i2t["R@1"], "t2i_R@1": t2i["R@1"], "chance": i2t["chance_R@1"]}

@@ -2,8 +2,10 @@
 dataset's image-caption pairs (SynthAV Places: the cached pictures and their `asr_text`).
 
 No pretrained CLIP weights can be downloaded on an offline machine, so the demo fits its own
-(`fit_tiny_clip`: deterministic, about 2 minutes on 2 CPU cores at demo size) and reports its
-zero-shot image<->text R@k on the held-out split. The weights (a state dict) and the open_clip
+(`fit_tiny_clip`: symmetric InfoNCE with a learnable logit scale, AdamW, linear warmup then
+cosine decay, fixed data order; deterministic, about 2 minutes on 2 CPU cores at demo size) and
+reports its zero-shot image<->text R@k on the held-out split (`retrieval_recall`, by
+`assets.core.recall`'s rule). The weights (a state dict) and the open_clip
 model config land in `<cache>/teacher/`, where the teacher resource finds them when
 CLIPKT_TEACHER=tiny (the Makefile sets it). A rerun with the same pairs and fit settings is
 skipped (`build_tiny_teacher`).
@@ -13,20 +15,166 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
+from torch import nn
 
 from assets.core.atomic_io import atomic_path, read_parquet_metadata, write_json_atomic
 from assets.core.plots import figure_png, subplots
+from assets.core.recall import recall_metrics
+from assets.core.schedule import warmup_cosine
 from assets.mining.teacher_embedding import decode_frames
+from losses.contrastive import symmetric_cross_entropy
 from models.teacher_weights import file_sha256, save_weights
-from models.tiny_clip import TINY_CLIP_CONFIG, FitConfig, fit_tiny_clip, retrieval_recall
+from models.tiny_clip import (TINY_CLIP_CONFIG, create_tiny_clip, encode_images, encode_texts, preprocess_images,
+                              tokenize)
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    threads: int = 2
+    max_logit_scale: float = 100.0   # clamp of exp(logit_scale), as open_clip's training does
+    hflip: bool = True               # random horizontal flips (captions never say left/right)
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate at `step` (0-based) of `total_steps`: linear warmup to `lr`, then a cosine
+        that would reach 0 one step after the last (so the last step still moves the weights)."""
+        return warmup_cosine(step, self.lr, self.warmup_steps, decay_steps=total_steps - self.warmup_steps)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's convention: no weight decay on biases, norms, embeddings, logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = (p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name
+                   or "logit_scale" in name or "embedding" in name)
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+class _Deterministic:
+    """Thread count and deterministic algorithms for the duration of a fit, restored after."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        self.prev_threads = torch.get_num_threads()
+        self.prev_det = torch.are_deterministic_algorithms_enabled()
+        self.prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(True)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.prev_threads)
+        torch.use_deterministic_algorithms(self.prev_det, warn_only=self.prev_warn)
+        return False
+
+
+def fit_tiny_clip(images: np.ndarray, captions: list[str], cfg: FitConfig = FitConfig(),
+                  progress: Callable[[int, float], None] | None = None,
+                  config: dict | None = None) -> tuple[nn.Module, list[float]]:
+    """Fit a tiny CLIP (`models.tiny_clip`, or the open_clip model `config`) on (N, S, S, 3) uint8
+    images and their N captions.
+
+    Deterministic on CPU for a fixed (data, cfg, thread count): same seed -> bit-identical
+    weights. `progress(epoch, mean_loss)` is called after each epoch. Returns the model
+    (eval mode, parameters frozen) and the mean training loss per epoch."""
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    if len(images) < 2:
+        raise ValueError("need at least 2 pairs for a contrastive loss")
+    model_cfg = config if config is not None else TINY_CLIP_CONFIG
+    with _Deterministic(cfg.threads), torch.random.fork_rng(devices=[]):
+        model = create_tiny_clip(cfg.seed, config)
+        x_all = preprocess_images(images, model_cfg["vision_cfg"]["image_size"])
+        t_all = tokenize(captions, model_cfg["text_cfg"]["context_length"])
+        n = len(x_all)
+        batch = min(cfg.batch_size, n)
+        steps_per_epoch = n // batch          # drop the last partial batch (contrastive batches stay full)
+        total = steps_per_epoch * cfg.epochs
+        opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        order_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x7C11]))
+        max_log_scale = math.log(cfg.max_logit_scale)
+        model.train()
+        losses: list[float] = []
+        step = 0
+        for epoch in range(cfg.epochs):
+            perm = order_rng.permutation(n)
+            flips = order_rng.random(n) < 0.5 if cfg.hflip else np.zeros(n, bool)
+            total_loss = 0.0
+            for b in range(steps_per_epoch):
+                idx = perm[b * batch:(b + 1) * batch]
+                idx_t = torch.from_numpy(idx)
+                x = x_all[idx_t]
+                f = torch.from_numpy(flips[idx])
+                if f.any():
+                    x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr_at(step, total)
+                img_f = model.encode_image(x, normalize=True)    # (B, D), unit rows
+                txt_f = model.encode_text(t_all[idx_t], normalize=True)
+                logits = model.logit_scale.exp() * img_f @ txt_f.T   # (scale * img) @ txt.T: this order
+                loss = symmetric_cross_entropy(logits)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, max_log_scale)
+                total_loss += float(loss.detach())
+                step += 1
+            losses.append(total_loss / max(1, steps_per_epoch))
+            if progress is not None:
+                progress(epoch, losses[-1])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, losses
+
+
+def recall_from_similarity(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image R@k from an (N, N) similarity matrix whose diagonal holds the
+    true pairs (rows = images, columns = captions), by `assets.core.recall`'s rule (a caption or
+    image scoring as high as the true one ranks ahead of it). Keys: "n", "i2t_R@k", "t2i_R@k"
+    (fractions in [0, 1]) and "i2t_median_rank", "t2i_median_rank" (1-based)."""
+    sim = np.asarray(sim)
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"need a square similarity matrix, got {sim.shape}")
+    own = [[i] for i in range(len(sim))]
+    out: dict = {"n": len(sim)}
+    for name, m in (("i2t", sim), ("t2i", sim.T)):
+        r = recall_metrics(m, own, ks)
+        out |= {f"{name}_R@{k}": r[f"R@{k}"] for k in ks}
+        out[f"{name}_median_rank"] = r["median_rank"]
+    return out
+
+
+def retrieval_recall(model: nn.Module, images: np.ndarray, captions: Sequence[str],
+                     ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Image->text and text->image R@k with one caption per image (caption i belongs to image i)."""
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    with torch.inference_mode():
+        sim = encode_images(model, images) @ encode_texts(model, captions).T
+    return recall_from_similarity(sim, ks)
 
 
 @dataclass(frozen=True)

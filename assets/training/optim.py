@@ -2,33 +2,39 @@
 
 Parameters split in two groups, as LARS practice and seed 001 have it: weights (tensors of 2
 or more dimensions: linear and conv kernels, embeddings) and the rest (biases, norm scales
-and shifts, class token, temperature), each with its own learning rate (seed 001: 4.8e-3
-and 2e-1) and the second without weight decay. LARS (timm's `Lars`) rescales each weight
-tensor's step by its trust ratio; the no-decay group is left unadapted (plain momentum SGD),
-as timm does for groups with weight_decay = 0. AdamW is the alternative.
+and shifts, class token, temperature), each with its own learning rate (defaults: the
+experiment files' `OptimSpec`, seed 001 Table I) and the second without weight decay. LARS
+(timm's `Lars`) rescales each weight tensor's step by its trust ratio; the no-decay group is
+left unadapted (plain momentum SGD), as timm does for groups with weight_decay = 0. AdamW is
+the alternative.
 
-The schedule is linear warmup then cosine decay to `min_lr_ratio` of the peak, per step.
+The schedule is linear warmup then cosine decay to `min_lr_ratio` of the peak at the last step
+(`assets.core.schedule.warmup_cosine`), per step.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from assets.core.schedule import warmup_cosine
+from assets.training.experiments import OptimSpec
+
+_SPEC = OptimSpec()  # the one place the optimiser's default numbers are written
+
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "lars"  # lars | adamw
-    lr_weights: float = 4.8e-3
-    lr_biases: float = 2e-1
-    weight_decay: float = 1e-6
-    momentum: float = 0.9  # LARS
+    optimizer: str = _SPEC.optimizer  # lars | adamw
+    lr_weights: float = _SPEC.lr_weights
+    lr_biases: float = _SPEC.lr_biases
+    weight_decay: float = _SPEC.weight_decay
+    momentum: float = _SPEC.momentum  # LARS
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.0
+    warmup_steps: int = 100  # OptimSpec counts epochs; the trainer converts (trainer.optim_config)
+    min_lr_ratio: float = _SPEC.min_lr_ratio
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -53,12 +59,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
     """Multiplier of the peak learning rate at `step` (0-based): (step + 1) / warmup during the
-    warmup, then a cosine from 1 down to min_lr_ratio at the last step."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps - 1)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    warmup, then a cosine from 1 down to min_lr_ratio at the last step (step total_steps - 1)."""
+    return warmup_cosine(step, 1.0, warmup_steps, decay_steps=total_steps - warmup_steps - 1, final=min_lr_ratio)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix
+from losses.contrastive import (MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix,
+                                symmetric_cross_entropy)
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask
 
@@ -58,6 +59,19 @@ def test_hand_case_two_items():
     # sim = [[1, 0], [0, 1]], scale 1: each term is -log(e / (e + 1))
     loss = SymmetricInfoNCE(temperature=1.0)(torch.eye(2))
     assert loss.item() == pytest.approx(-math.log(math.e / (math.e + 1)))
+    assert symmetric_cross_entropy(torch.eye(2)).item() == pytest.approx(-math.log(math.e / (math.e + 1)))
+
+
+def test_symmetric_cross_entropy_is_the_info_nce_on_scaled_similarities():
+    """The loss's cross-entropy part, shared with the tiny teacher's fit: the same graph, bit for bit."""
+    sim = _sim(seed=3, b=6)
+    loss_fn = SymmetricInfoNCE(temperature=0.05)
+    assert torch.equal(loss_fn(sim), symmetric_cross_entropy(loss_fn.scale() * sim))
+    # rows and columns weigh the same: an asymmetric case against the formula
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.5]])
+    rows = -(math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(math.exp(0.5) / (math.exp(1) + math.exp(0.5)))) / 2
+    cols = -(math.log(math.exp(2) / (math.exp(2) + math.exp(1))) + math.log(math.exp(0.5) / (1 + math.exp(0.5)))) / 2
+    assert symmetric_cross_entropy(logits).item() == pytest.approx(0.5 * (rows + cols))
 
 
 def test_temperature_is_clamped_at_100():

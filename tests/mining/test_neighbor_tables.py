@@ -107,6 +107,13 @@ def test_zero_shot_r1_hand_case():
     # clips 0 and 2 share a label prompt: retrieving either counts (zero-shot classification)
     z = zero_shot_r1(images, e, ["a dog", "a cat", "a dog"])
     assert z["i2t_R@1"] == 1.0 and z["chance"] == pytest.approx((2 / 3 + 1 / 3 + 2 / 3) / 3)
+    # a tie with a wrong text is a miss (assets.core.recall's rule), even when the true text is the lower row
+    tied = unit(np.array([[1.0, 1.0, 0], [0, 1, 0], [0, 0, 1]]))  # image 0: as close to text 1 as to text 0
+    z = zero_shot_r1(tied, e, ["a dog", "a cat", "a bird"])
+    assert (z["i2t_R@1"], z["t2i_R@1"]) == (2 / 3, 1.0)  # text 1 -> image 1 (1.0 vs 0.707)
+    # ... and no miss when the tied text is the same text (another clip with the same label prompt)
+    z = zero_shot_r1(tied, e, ["a dog", "a dog", "a bird"])
+    assert z["i2t_R@1"] == 1.0
 
 
 def test_pooling_hand_cases():

@@ -1,17 +1,20 @@
 """The tiny CLIP teacher: fits SynthAV Places-style pairs (generated in memory), deterministic,
 exact retrieval recall."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from assets.caches.video_frames import resize_center_crop
+from assets.core.cache_layout import TINY_TEACHER_NAME
+from assets.mining.tiny_teacher import FitConfig, fit_tiny_clip, recall_from_similarity, retrieval_recall
 from data.synthav.render import render_picture
 from data.synthav.world import clip_rng, describe, sample_clip
 from models.clip_teacher import ClipTeacher, TeacherSpec
 from models.teacher_weights import save_weights
-from models.tiny_clip import (MODEL_NAME, TINY_CLIP_CONFIG, FitConfig, create_tiny_clip, encode_images, encode_texts,
-                              fit_tiny_clip, recall_from_similarity, retrieval_recall)
+from models.tiny_clip import TINY_CLIP_CONFIG, create_tiny_clip, encode_images, encode_texts
 
 
 def places_pairs(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -85,10 +88,14 @@ def test_create_is_deterministic():
 def test_recall_from_similarity_hand_cases():
     r = recall_from_similarity(np.eye(5), ks=(1, 5))
     assert r["i2t_R@1"] == r["t2i_R@1"] == 1.0 and r["i2t_R@5"] == 1.0
-    # all ties: broken by index, so only pair 0 is ranked first; pair i sits at rank i + 1
+    # all ties, counted against the model: the 3 wrong items rank ahead of the true one, rank 4 for all
     r = recall_from_similarity(np.zeros((4, 4)), ks=(1, 2, 4))
-    assert r["i2t_R@1"] == r["t2i_R@1"] == 0.25
-    assert r["i2t_R@2"] == 0.5 and r["i2t_R@4"] == 1.0
+    assert r["i2t_R@1"] == r["t2i_R@1"] == 0.0
+    assert r["i2t_R@2"] == r["t2i_R@2"] == 0.0 and r["i2t_R@4"] == r["t2i_R@4"] == 1.0
+    assert r["i2t_median_rank"] == r["t2i_median_rank"] == 4.0
+    # one tie: caption 1 scores as high for image 0 as caption 0 does -> image 0 at rank 2, the rest 1
+    r = recall_from_similarity(np.array([[0.5, 0.5], [0.1, 0.9]]), ks=(1, 2))
+    assert (r["i2t_R@1"], r["i2t_R@2"], r["t2i_R@1"]) == (0.5, 1.0, 1.0)
     # image 1's best caption is caption 0 (i2t miss), but caption 1's best image is image 1
     sim = np.array([[0.9, 0.1, 0.0],
                     [0.8, 0.7, 0.0],
@@ -98,13 +105,26 @@ def test_recall_from_similarity_hand_cases():
     assert r["t2i_R@1"] == pytest.approx(1.0)
 
 
+def test_fit_schedule_hand_values():
+    """Linear warmup to lr, then a cosine that reaches 0 one step after the last step."""
+    cfg = FitConfig(lr=1e-3, warmup_steps=4)
+    assert [cfg.lr_at(s, 10) for s in range(4)] == [2.5e-4, 5e-4, 7.5e-4, 1e-3]
+    assert cfg.lr_at(4, 10) == 1e-3  # the cosine starts at the peak
+    assert cfg.lr_at(7, 10) == pytest.approx(0.5e-3)  # halfway through the 6 decay steps
+    assert cfg.lr_at(9, 10) == pytest.approx(0.5e-3 * (1 - math.sqrt(3) / 2))  # last step: 5/6 of the way, not 0
+    assert cfg.lr_at(10, 10) == 0.0
+    demo = FitConfig()  # 20 epochs x 19 steps on the demo's 2501 pairs
+    assert demo.lr_at(0, 380) == 2e-5 and demo.lr_at(49, 380) == demo.lr_at(50, 380) == 1e-3
+    assert demo.lr_at(379, 380) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 329 / 330)))
+
+
 def test_fitted_model_loads_as_the_clip_teacher(fitted, train_pairs, tmp_path):
     """Saved as the demo saves it (state dict + open_clip config), the ClipTeacher wrapper gives the
     fitted model's own embeddings: the same 224 -> 64 downscale, the same tokenizer."""
     model, _ = fitted
     path = tmp_path / "tiny.pt"
     save_weights(model, path)
-    teacher = ClipTeacher(TeacherSpec(model_name=MODEL_NAME, pretrained="", weights_path=str(path), device="cpu",
+    teacher = ClipTeacher(TeacherSpec(model_name=TINY_TEACHER_NAME, pretrained="", weights_path=str(path), device="cpu",
                                       batch_size=16), model_config=TINY_CLIP_CONFIG)
     images, captions = train_pairs[0][:32], train_pairs[1][:32]
     np.testing.assert_allclose(teacher.encode_images(images), encode_images(model, images), atol=1e-5)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from assets.training.experiments import OptimSpec
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor, parameter_groups
 
 
@@ -17,11 +18,19 @@ def _model():
 
 
 def test_groups_split_weights_from_biases_and_norms():
-    cfg = OptimConfig()
+    cfg = OptimConfig(lr_weights=0.2, lr_biases=4.8e-3)
     g = parameter_groups(_model(), cfg)
     assert [p.shape for p in g[0]["params"]] == [torch.Size([16, 6]), torch.Size([4, 16])]
     assert len(g[1]["params"]) == 4 and all(p.ndim == 1 for p in g[1]["params"])
-    assert (g[0]["lr"], g[1]["lr"], g[1]["weight_decay"]) == (4.8e-3, 2e-1, 0.0)
+    assert (g[0]["lr"], g[1]["lr"], g[1]["weight_decay"]) == (0.2, 4.8e-3, 0.0)
+
+
+def test_defaults_are_the_experiment_files_defaults():
+    """One source of default numbers: OptimSpec (seed 001 Table I: weights 0.2, biases 4.8e-3)."""
+    cfg, spec = OptimConfig(), OptimSpec()
+    assert (cfg.optimizer, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay, cfg.momentum, cfg.min_lr_ratio) == (
+        spec.optimizer, spec.lr_weights, spec.lr_biases, spec.weight_decay, spec.momentum, spec.min_lr_ratio)
+    assert (spec.lr_weights, spec.lr_biases) == (0.2, 4.8e-3)
 
 
 def test_schedule_hand_values():
