@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from open_clip.model import CLIP
 
+from assets.caches.fbank_stats import Normaliser
+from assets.training.data import ClipSet
 from assets.training.experiments import parse_experiment
 from assets.training.optim import build_optimizer, build_scheduler
 from assets.training.trainer import Trainer, TrainInputs, optim_config
-from assets.training.data import ClipSet, Normaliser
 from losses.contrastive import SymmetricInfoNCE
 from losses.frame_matching import random_frame_similarity
 from models.audio_encoder import build_audio_encoder

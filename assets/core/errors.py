@@ -15,6 +15,9 @@ ERROR_KINDS = (
     "timeout",          # the decoder did not finish within the per-clip time bound
     "worker_died",      # the worker process died on this clip (segfault, OOM kill)
     "internal_error",   # an unexpected exception: a bug rather than bad data (the stage fails if every clip hits it)
+    "corrupt_cache",    # a cached frame (JPEG) that no longer decodes when the teacher embeds it
+    "non_finite",       # the teacher gave NaN or inf for the clip's frames or texts
+    "no_text",          # neither a caption nor a label to embed as text
 )
 
 

@@ -97,6 +97,18 @@ class _Kept:
     texts: list[str] | None
 
 
+@dataclass
+class _Shard:
+    """One audio cache shard's rows of the requested splits (no features) and the teacher's
+    embeddings of the same shard, {clip_id: (vectors, texts)} of its ok rows; None where not read."""
+    path: Path
+    rows: list[tuple[int, str, str, bool, int]]  # (row, clip_id, split, audio ok, true length)
+    shape: tuple[int, ...]
+    dtype: str
+    images: dict[str, tuple[np.ndarray, list[str]]] | None
+    texts: dict[str, tuple[np.ndarray, list[str]]] | None
+
+
 def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
                text_dir: Path | None = None, frames: int | None = None, subset: tuple[int | None, int] = (None, 0),
                memory_budget_bytes: int | None = None, spill_dir: Path | None = None) -> ClipSet:
@@ -112,53 +124,70 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
     `memory_budget_bytes`, they go to a float16 .npy in `spill_dir` that is memory-mapped (made
     once per set of input files and reused; written to a temporary name and renamed)."""
     wanted = set(splits)
-    kept: list[_Kept] = []
-    skipped: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-
     shard_files = sorted(Path(audio_dir).glob("*.parquet"))
     if not shard_files:
         raise FileNotFoundError(f"no audio cache shards in {audio_dir}; materialise the dataset's shard job first")
-    shape, dtype = None, None
+    kept: list[_Kept] = []
+    skipped: dict[str, int] = {}  # reason -> clips, in the order first met
+    first: _Shard | None = None
     for path in shard_files:
-        rows, shard_shape, shard_dtype = _audio_rows(path, wanted)
-        if shape is not None and (shard_shape, shard_dtype) != (shape, dtype):
-            raise ValueError(f"{path}: features {'x'.join(map(str, shard_shape))} {shard_dtype}, but {shard_files[0].name} "
-                             f"has {'x'.join(map(str, shape))} {dtype}; rebuild the cache's shards with one configuration")
-        shape, dtype = shard_shape, shard_dtype
-        for d in (image_dir, text_dir):
-            if d is not None and not (d / path.name).exists():
-                raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")
-        images = _embedding_rows(image_dir / path.name, wanted) if image_dir is not None else None
-        texts = _embedding_rows(text_dir / path.name, wanted) if text_dir is not None else None
-        for row, cid, split, ok, length in rows:
-            if not ok:
-                skip("audio not ok")
-                continue
-            if images is not None and cid not in images:
-                skip("no frame embeddings")
-                continue
-            if images is not None:
-                frames = frames if frames is not None else len(images[cid][0])
-                if len(images[cid][0]) != frames:
-                    skip(f"not {frames} frames")
-                    continue
-            if texts is not None and cid not in texts:
-                skip("no caption embeddings")
-                continue
-            kept.append(_Kept(path, row, cid, split, length, images[cid][0] if images is not None else None,
-                              texts[cid][0] if texts is not None else None, texts[cid][1] if texts is not None else None))
+        shard = _read_shard(path, wanted, image_dir, text_dir, first)
+        first = first or shard
+        shard_kept, shard_skipped, frames = _select(shard, frames)
+        kept += shard_kept
+        for reason, n in shard_skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
     if not kept:
         raise ValueError(f"no usable clips of splits {sorted(wanted)} in {audio_dir} (skipped: {skipped or 'none'})")
     kept = [kept[i] for i in seeded_subset(len(kept), subset[0], subset[1])]
-    features = _read_features(kept, shape, dtype, memory_budget_bytes, spill_dir)
+    features = _read_features(kept, first.shape, first.dtype, memory_budget_bytes, spill_dir)
     return ClipSet([k.clip_id for k in kept], [k.split for k in kept], features,
                    np.asarray([k.length for k in kept], np.int64),
                    np.stack([k.frames for k in kept]) if image_dir is not None else None,
                    [k.captions for k in kept] if text_dir is not None else None,
                    [k.texts for k in kept] if text_dir is not None else None, skipped)
+
+
+def _read_shard(path: Path, wanted: set[str], image_dir: Path | None, text_dir: Path | None,
+                first: _Shard | None) -> _Shard:
+    """Pass 1 over one shard: its rows of the wanted splits and the embeddings of the same shard
+    name. Its features must have the shape and dtype of the `first` shard's."""
+    rows, shape, dtype = _audio_rows(path, wanted)
+    if first is not None and (shape, dtype) != (first.shape, first.dtype):
+        raise ValueError(f"{path}: features {'x'.join(map(str, shape))} {dtype}, but {first.path.name} "
+                         f"has {'x'.join(map(str, first.shape))} {first.dtype}; rebuild the cache's shards with one configuration")
+    for d in (image_dir, text_dir):
+        if d is not None and not (d / path.name).exists():
+            raise FileNotFoundError(f"{d / path.name} missing: run the embedding job for shard {path.stem} first")
+    images = _embedding_rows(image_dir / path.name, wanted) if image_dir is not None else None
+    texts = _embedding_rows(text_dir / path.name, wanted) if text_dir is not None else None
+    return _Shard(path, rows, shape, dtype, images, texts)
+
+
+def _select(shard: _Shard, frames: int | None) -> tuple[list[_Kept], dict[str, int], int | None]:
+    """The shard's clips that are ok in every cache the run reads, why the others were left out
+    ({reason: clips}), and the frame count required from here on (`frames`, or when None the
+    count of the first clip with frame embeddings)."""
+    kept, skipped = [], {}
+    for row, cid, split, ok, length in shard.rows:
+        image = None if shard.images is None else shard.images.get(cid)
+        text = None if shard.texts is None else shard.texts.get(cid)
+        if ok and image is not None and frames is None:
+            frames = len(image[0])
+        if not ok:
+            reason = "audio not ok"
+        elif shard.images is not None and image is None:
+            reason = "no frame embeddings"
+        elif image is not None and len(image[0]) != frames:
+            reason = f"not {frames} frames"
+        elif shard.texts is not None and text is None:
+            reason = "no caption embeddings"
+        else:
+            kept.append(_Kept(shard.path, row, cid, split, length, None if image is None else image[0],
+                              None if text is None else text[0], None if text is None else text[1]))
+            continue
+        skipped[reason] = skipped.get(reason, 0) + 1
+    return kept, skipped, frames
 
 
 def _read_features(kept: list[_Kept], shape: tuple[int, ...], dtype: str, budget: int | None,

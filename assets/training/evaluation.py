@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from assets.caches.fbank_stats import Normaliser
 from assets.core.device import autocast
 from assets.core.recall import caption_matches, recall_metrics
-from assets.training.data import BatchLoader, ClipSet, Normaliser
+from assets.training.data import BatchLoader, ClipSet
 from models.audio_encoder import takes_lengths
 
 SIMILARITY_NAMES = {

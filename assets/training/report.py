@@ -1,19 +1,26 @@
-"""The ablation table over experiments, in seed 000's shape: one row per experiment, ✓/✗ per
-neighbour table, R@1/5/10 in both directions (mean ± std over seeds, in percent).
+"""What the experiment assets report, as plain values and files.
 
-Pure functions from the experiments' metrics documents (`assets.training.runs.metrics_document`)
-to a flat table (Parquet), markdown (one table per dataset and stage) and a PNG chart; and the
-comparison the demo reports: each experiment against its dataset's InfoNCE random-frame baseline.
+- The ablation table over experiments, in seed 000's shape: one row per experiment, ✓/✗ per
+  neighbour table, R@1/5/10 in both directions (mean ± std over seeds, in percent), from the
+  experiments' metrics documents (`assets.training.runs.metrics_document`) to a flat table
+  (Parquet), markdown (one table per dataset and stage) and a PNG chart; and the comparison the
+  demo reports: each experiment against its dataset's InfoNCE random-frame baseline.
+  `write_report` writes them as ablation.md / .parquet / .png.
+- One experiment's training runs (`encoder_summary`: run table, loss and validation curves)
+  and its metrics (`metrics_summary`, `below_chance`), as the assets show them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from assets.training.experiments import ALL_TABLES
-from assets.core.plots import figure_png, subplots
+from assets.core.atomic_io import atomic_path, write_parquet_atomic
+from assets.core.plots import figure_png, png_markdown, subplots
+from assets.training.experiments import ALL_TABLES, Experiment
 
 DIRECTIONS = ("A->I", "I->A", "A->T", "T->A")
 KS = ("R@1", "R@5", "R@10")
@@ -131,3 +138,101 @@ def report_plot(rows: list[dict]) -> bytes:
     ax.set_title("R@10 per experiment (dashed: chance)")
     ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+@dataclass
+class WrittenReport:
+    markdown: str  # the tables (one per dataset and stage)
+    vs_baseline: str  # deltas_markdown; "" when no experiment has a baseline
+    png: bytes  # report_plot
+    experiments: int  # rows
+    path: Path  # ablation.md; ablation.parquet and ablation.png lie next to it
+
+
+def write_report(docs: list[dict], out_dir: Path) -> WrittenReport:
+    """ablation.md (tables, deltas against the baseline, protocol), ablation.parquet and ablation.png
+    in `out_dir`, each written atomically."""
+    rows = report_rows(docs)
+    md, deltas = markdown_report(rows), deltas_markdown(baseline_deltas(rows))
+    png = report_plot(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = md + ("\n\nAgainst the InfoNCE random-frame baseline:\n" + deltas if deltas else "") + \
+        f"\n\nProtocol: {docs[0]['protocol']}\n"
+    with atomic_path(out_dir / "ablation.md") as tmp:
+        tmp.write_text(text)
+    write_parquet_atomic(report_table(rows), out_dir / "ablation.parquet")
+    with atomic_path(out_dir / "ablation.png") as tmp:
+        tmp.write_bytes(png)
+    return WrittenReport(md, deltas, png, len(rows), out_dir / "ablation.md")
+
+
+# --- one experiment ---------------------------------------------------------------------------------
+
+def curves_plot(runs: dict[int, dict]) -> bytes:
+    """Training loss and the per-epoch validation R@10 of every seed."""
+    fig, (ax_loss, ax_val) = subplots(1, 2, figsize=(8, 3), dpi=80)
+    for seed, run in sorted(runs.items()):
+        h = run["history"]
+        epochs = [r["epoch"] + 1 for r in h]
+        ax_loss.plot(epochs, [r["loss"] for r in h], marker=".", label=f"seed {seed}")
+        val = [k for k in h[0] if k.startswith("val_") and k.endswith("R@10")]
+        for k in val:
+            ax_val.plot(epochs, [100 * r[k] for r in h], marker=".", label=f"seed {seed} {k[4:]}")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel("validation R@10 (%)")
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def run_table(runs: dict[int, dict]) -> str:
+    """Markdown: per seed, its epochs, final loss and temperature, throughput, data wait, last validation R@10."""
+    lines = ["| seed | epochs | final loss | temperature | steps/s | data wait | val R@10 | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for seed, run in sorted(runs.items()):
+        h = run["history"]
+        val = [v for k, v in h[-1].items() if k.startswith("val_") and k.endswith("R@10")]
+        lines.append(f"| {seed} | {len(h)} | {h[-1]['loss']:.4f} | {run['temperature']:.4f} | "
+                     f"{np.mean([r['steps_per_s'] for r in h]):.2f} | {np.mean([r['data_wait_fraction'] for r in h]):.1%} | "
+                     f"{'–' if not val else f'{100 * val[0]:.1f}%'} | {sum(r['seconds'] for r in h):.0f} |")
+    return "\n".join(lines)
+
+
+def encoder_summary(exp: Experiment, dataset: str, seeds: list[int], runs: dict[int, dict], trained: list[int]) -> dict:
+    """The audio_encoder asset's metadata as plain values (`runs` and `curves` are markdown), from
+    the seeds' run.json summaries; the train-set figures are the first seed's."""
+    h0 = runs[seeds[0]]
+    return {
+        "experiment": exp.name, "dataset": dataset, "description": exp.description, "stage": exp.stage,
+        "model": exp.model.kind, "frames": exp.frames.strategy, "loss": exp.loss.kind,
+        "tables": sorted(exp.table_set), "seeds": seeds, "trained_now": trained,
+        "skipped_up_to_date": [s for s in seeds if s not in trained],
+        "train_clips": h0["train_clips"], "steps_per_epoch": h0["steps_per_epoch"],
+        "neighbour_shortfall": h0.get("neighbour_shortfall") or {},
+        "runs": run_table(runs),
+        "curves": png_markdown(curves_plot(runs), "loss and validation recall per epoch"),
+        "data_wait_fraction": float(np.mean([r["data_wait_fraction"] for run in runs.values() for r in run["history"]])),
+    }
+
+
+def metrics_summary(doc: dict, skipped: bool, path: Path) -> dict:
+    """The retrieval_metrics asset's metadata as plain values (`table` is markdown, `path` the
+    metrics.json), with each direction's mean R@k in percent."""
+    out = {
+        "table": markdown_report(report_rows([doc])), "protocol": doc["protocol"],
+        "audio_image_similarity": doc["eval"]["audio_image_similarity"] or "–",
+        "eval_clips": doc["eval"]["clips"], "eval_split": doc["eval"]["split"], "seeds": doc["seeds"],
+        "skipped_up_to_date": skipped, "path": str(path),
+    }
+    for d, s in doc["summary"].items():
+        for k in KS:
+            out[f"{d} {k}"] = round(100 * s[k]["mean"], 2)
+    return out
+
+
+def below_chance(doc: dict) -> dict[str, float]:
+    """{direction: mean R@10} of the directions whose mean R@10 is under 5x chance (10 / eval size)."""
+    chance = doc["eval"]["chance_R@10"]
+    return {d: s["R@10"]["mean"] for d, s in doc["summary"].items() if s["R@10"]["mean"] < 5 * chance[d]}

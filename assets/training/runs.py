@@ -6,7 +6,8 @@ Layout, under the cache root:
 
     experiments/<name>/seed_<s>/<fingerprint>/checkpoints/epoch_NNNN.{safetensors,state.pt}
     experiments/<name>/seed_<s>/<fingerprint>/final.safetensors, run.json
-    experiments/<name>/metrics.json          the evaluation of the current runs, all seeds
+    experiments/<name>/metrics.json          the evaluation of the current runs, all seeds (with the
+                                             final weights' mtimes, so an unchanged run is not re-evaluated)
 
 The fingerprint covers everything that determines the weights (config without description,
 tags and eval; the seed), so editing an experiment file starts new runs next to the old ones
@@ -22,21 +23,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
-from assets.training.evaluation import SIMILARITY_NAMES, embed_clips, retrieval_report
-from assets.ingest.dataset_config import DatasetConfig
-from assets.core.device import resolve_device
-from assets.training.experiments import Experiment
-from assets.caches.fbank_stats import load_fbank_stats
-from assets.mining.neighbor_search import read_table
+from assets.caches.fbank_stats import Normaliser, load_fbank_stats
 from assets.core.atomic_io import write_json_atomic
+from assets.core.device import resolve_device
+from assets.ingest.dataset_config import DatasetConfig
+from assets.mining.neighbor_search import read_table
+from assets.training.data import ClipSet, load_clips, seeded_subset
+from assets.training.evaluation import SIMILARITY_NAMES, embed_clips, retrieval_report
+from assets.training.experiments import Experiment
 from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, load_encoder_weights
-from assets.training.data import ClipSet, Normaliser, load_clips, seeded_subset
 from models.audio_encoder import build_audio_encoder
 
 CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
@@ -46,8 +50,24 @@ PROTOCOL = ("R@k = fraction of queries whose best-ranked true match is within th
             "T->A: every caption is a query with its one clip.")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run uses this machine: not part of the experiment file, nor of its fingerprint."""
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:1
+    max_memory_gb: float = 16.0  # training features beyond this are memory-mapped from <cache>/<dataset>/feature_spill
+    torch_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+
+RUN_DEFAULTS = RunOptions()
+
+
 def run_dir(cache, exp: Experiment, seed: int) -> Path:
     return cache.experiment_dir(exp.name) / f"seed_{seed}" / exp.fingerprint(seed)
+
+
+def weights_path(cache, exp: Experiment, seed: int) -> Path:
+    """The final weights of the seed's current run (present once it finished)."""
+    return run_dir(cache, exp, seed) / FINAL_WEIGHTS
 
 
 def finished_run(cache, exp: Experiment, seed: int) -> dict | None:
@@ -185,15 +205,47 @@ def embedding_dim(clips: ClipSet) -> int:
     return int((clips.frames if clips.frames is not None else clips.captions[0]).shape[-1])
 
 
+def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int], load_teacher: Callable[[], object],
+                     experiments: dict[str, Experiment], options: RunOptions = RUN_DEFAULTS,
+                     log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None
+                     ) -> tuple[dict[int, dict], list[int]]:
+    """Train each of `seeds` whose current run has not finished (resuming its checkpoints); the
+    training inputs are read once, for the first seed that trains. `load_teacher` is called only
+    for the audio ViT (initialised from the teacher's image tower); `experiments` resolves init_from.
+    Returns ({seed: its run.json summary}, the seeds trained now)."""
+    if options.torch_threads:
+        torch.set_num_threads(options.torch_threads)
+    runs, trained, inputs = {}, [], None
+    for seed in seeds:
+        runs[seed] = finished_run(cache, exp, seed)
+        if runs[seed] is not None:
+            continue
+        if inputs is None:
+            inputs = training_inputs(cache, ds, exp, options.max_memory_gb)
+            _log_inputs(ds, exp, inputs, log, warn or log)
+        teacher = load_teacher() if exp.model.kind == "audio_vit" else None
+        runs[seed] = train_seed(cache, ds, exp, seed, teacher, inputs, experiments, options.device, log=log)
+        trained.append(seed)
+    return runs, trained
+
+
+def _log_inputs(ds: DatasetConfig, exp: Experiment, inputs: TrainInputs, log, warn) -> None:
+    log(f"{exp.name}: {len(inputs.train)} training clips of {ds.name} "
+        f"(left out: {inputs.train.skipped or 'none'}); validation: {inputs.val_label}")
+    if inputs.neighbour_shortfall and any(inputs.neighbour_shortfall.values()):
+        warn(f"{exp.name}: training clips with fewer than k={exp.loss.k} mined neighbours "
+             f"inside the training set, per table: {inputs.neighbour_shortfall} (raise neighbor_tables' k_max)")
+
+
 def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, inputs: TrainInputs,
-               experiments: dict[str, Experiment], device: str = "auto", log=print,
+               experiments: dict[str, Experiment], device: str = RUN_DEFAULTS.device, log=print,
                stop_after_epoch: int | None = None) -> dict:
     """Train one seed (resuming its checkpoints); returns its run.json summary."""
     dev = resolve_device(device)
     model = build_encoder(exp, teacher, embedding_dim(inputs.train), seed)
     if exp.init_from is not None:
         base = experiments[exp.init_from]
-        weights = run_dir(cache, base, seed) / FINAL_WEIGHTS
+        weights = weights_path(cache, base, seed)
         if not weights.is_file():
             raise FileNotFoundError(f"{exp.path}: starts from {exp.init_from} seed {seed}, which has no finished run "
                                     f"({weights} missing); materialise audio_encoder partition {exp.init_from} first")
@@ -209,9 +261,40 @@ def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment) -> tuple[ClipSet
     return load_clips_cached(cache, ds, src, [exp.eval.split], (exp.eval.size, exp.eval.seed), None), with_text
 
 
+def evaluate_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher: Callable[[], object],
+                        device: str = RUN_DEFAULTS.device) -> tuple[dict, bool]:
+    """The experiment's metrics document, and whether it was up to date: metrics.json is kept when it
+    belongs to the current runs and no seed's final weights changed since (mtime); otherwise every
+    seed is evaluated and metrics.json rewritten. `load_teacher` is called only for the audio ViT."""
+    doc = read_metrics(cache, exp)
+    if doc is not None:
+        stored = doc.get("weights_mtime_ns", {})
+        if all(stored.get(s) == m for s, m in _weights_mtimes(cache, exp).items()):
+            return doc, True
+    clips, with_text = evaluation_clips(cache, ds, exp)
+    teacher = load_teacher() if exp.model.kind == "audio_vit" else None
+    per_seed = {s: evaluate_seed(cache, ds, exp, s, teacher, clips, with_text, device) for s in exp.seeds}
+    doc = metrics_document(exp, ds, clips, with_text, per_seed)
+    doc["weights_mtime_ns"] = _weights_mtimes(cache, exp)
+    write_metrics(cache, exp, doc)
+    return doc, False
+
+
+def _weights_mtimes(cache, exp: Experiment) -> dict[str, int | None]:
+    """{seed: mtime_ns of its final weights, None when absent}: tells a re-trained run from the evaluated one."""
+    return {str(s): _mtime(weights_path(cache, exp, s)) for s in exp.seeds}
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, clips: ClipSet, with_text: bool,
-                  device: str = "auto") -> dict:
-    weights = run_dir(cache, exp, seed) / FINAL_WEIGHTS
+                  device: str = RUN_DEFAULTS.device) -> dict:
+    weights = weights_path(cache, exp, seed)
     if not weights.is_file():
         raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
                                 f"materialise audio_encoder partition {exp.name} first")
@@ -261,8 +344,12 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
+def metrics_path(cache, exp: Experiment) -> Path:
+    return cache.experiment_dir(exp.name) / METRICS_FILE
+
+
 def write_metrics(cache, exp: Experiment, doc: dict) -> Path:
-    path = cache.experiment_dir(exp.name) / METRICS_FILE
+    path = metrics_path(cache, exp)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, doc)
     return path
@@ -270,9 +357,25 @@ def write_metrics(cache, exp: Experiment, doc: dict) -> Path:
 
 def read_metrics(cache, exp: Experiment) -> dict | None:
     """The experiment's metrics.json when it belongs to its current runs (same fingerprints), else None."""
-    path = cache.experiment_dir(exp.name) / METRICS_FILE
+    path = metrics_path(cache, exp)
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
     current = {str(s): exp.fingerprint(s) for s in exp.seeds}
     return doc if doc.get("fingerprints") == current and doc.get("eval_config") == asdict(exp.eval) else None
+
+
+def current_metrics(cache, experiments: dict[str, Experiment], names: Sequence[str] = (), tags: Sequence[str] = ()
+                    ) -> tuple[list[dict], list[str]]:
+    """The current metrics documents of the chosen experiments (those named, [] = all; then those with
+    any of `tags`, [] = no filter), in name order, and the names of the chosen ones without."""
+    docs, missing = [], []
+    for name, exp in sorted(experiments.items()):
+        if (names and name not in names) or (tags and not set(tags) & set(exp.tags)):
+            continue
+        doc = read_metrics(cache, exp)
+        if doc is None:
+            missing.append(exp.name)
+        else:
+            docs.append(doc)
+    return docs, missing

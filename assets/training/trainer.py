@@ -33,13 +33,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from assets.caches.fbank_stats import Normaliser
 from assets.core.atomic_io import atomic_path, write_json_atomic
-from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
-from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.core.device import autocast, enable_tf32, grad_scaler
+from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from assets.training.data import Batch, BatchLoader, ClipSet
+from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler
-from assets.training.data import Batch, BatchLoader, ClipSet, Normaliser
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask

@@ -1,4 +1,4 @@
-"""Experiment files (assets/experiments.py): parsing into typed sections, YAML 1.1 float quirks,
+"""Experiment files (assets/training/experiments.py): parsing into typed sections, YAML 1.1 float quirks,
 unknown keys, every validation rule, directory loading with init_from checks, fingerprints and
 the table set. Expectations are written out by hand; nothing here trains or touches a cache."""
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from assets.core.project_dirs import REPO_ROOT
 from assets.training.experiments import (EvalSpec, Experiment, ExperimentError, FrameSpec, LossSpec, ModelSpec, OptimSpec,
-                                TrainSpec, load_experiment, load_experiments, parse_experiment)
+                                         TrainSpec, load_experiment, load_experiments, parse_experiment)
 
 FULL_YAML = """\
 description: "seed 000 Table 1 (G): org + t2t + i2t"
@@ -280,7 +281,7 @@ def test_init_from_needs_every_seed_in_the_base(tmp_path):
 
 
 def test_the_repository_experiments_load():
-    found = load_experiments(Path(__file__).resolve().parent.parent / "configs" / "experiments")
+    found = load_experiments(REPO_ROOT / "configs" / "experiments")
     assert {"demo_infonce_random", "demo_fn_org_t2t_i2t"} <= set(found)
     assert found["demo_fn_org_t2t_i2t"].table_set == {"org", "t2t", "i2t"}
     assert found["demo_infonce_random"].optim.lr_weights == 0.001

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from assets.training.experiments import ModelSpec, load_experiments
+from assets.core.project_dirs import REPO_ROOT
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "experiments"
+EXPERIMENTS_DIR = REPO_ROOT / "configs" / "experiments"
 
 # Slides 000, Table 1: the ✓ marks of the NN Search columns (Original, T2T, T2I, I2T, I2I) per row.
 TABLE1_CHECKS = {

@@ -1,6 +1,8 @@
-"""The ablation report (assets/ablation_report.py) and the seed summary it reads
-(assets/experiment_runs.summarise_seeds), on metrics documents written by hand in the shape
-`metrics_document` produces. Every expected number is computed by hand in the comments."""
+"""The ablation report (assets/training/report.py) and the seed summary it reads
+(assets/training/runs.summarise_seeds), on metrics documents written by hand in the shape
+`metrics_document` produces; the experiment assets' metadata (run table, curves, metrics
+summary) on run.json summaries written by hand. Every expected number is computed by hand in
+the comments."""
 
 import math
 import struct
@@ -8,8 +10,11 @@ import struct
 import pyarrow.parquet as pq
 import pytest
 
-from assets.training.report import (baseline_deltas, deltas_markdown, markdown_report, report_plot, report_rows,
-                                    report_table)
+from assets.core.plots import png_markdown
+from assets.training.experiments import Experiment, LossSpec
+from assets.training.report import (baseline_deltas, below_chance, curves_plot, deltas_markdown, encoder_summary,
+                                    markdown_report, metrics_summary, report_plot, report_rows, report_table,
+                                    run_table, write_report)
 from assets.training.runs import summarise_seeds
 
 
@@ -308,3 +313,96 @@ def test_report_table_round_trips_through_parquet(tmp_path):
     assert back.column("k").to_pylist() == [None, None, 10, None]
     assert back.column("A->I R@1").to_pylist()[0] is None  # places_ft measures text only
     assert back.column("A->I R@1").to_pylist()[1] == pytest.approx(12.5)
+
+
+# --- write_report -----------------------------------------------------------------------------------
+
+def test_write_report_writes_markdown_parquet_and_png(tmp_path):
+    docs = [{**d, "protocol": "best rank, ties against"} for d in (base_doc(), mined_doc(), ft_doc())]
+    out = tmp_path / "reports" / "new"  # made on the way
+    report = write_report(docs, out)
+    rows = report_rows(docs)
+    assert report.path == out / "ablation.md" and report.experiments == 3
+    assert sorted(p.name for p in out.iterdir()) == ["ablation.md", "ablation.parquet", "ablation.png"]  # no temp files
+    assert report.markdown == markdown_report(rows)
+    assert report.vs_baseline == "- mined_t2t_i2t vs base_infonce: A->I R@1 +3.0, A->I R@5 +4.0, A->I R@10 +6.5, " \
+                                 "I->A R@1 +1.5, I->A R@5 +3.0, I->A R@10 +4.0 (points)"
+    assert (out / "ablation.md").read_text() == (report.markdown + "\n\nAgainst the InfoNCE random-frame baseline:\n"
+                                                 + report.vs_baseline + "\n\nProtocol: best rank, ties against\n")
+    assert pq.read_table(out / "ablation.parquet").to_pylist() == rows
+    assert (out / "ablation.png").read_bytes() == report.png and _png_size(report.png) == (540, 324)
+
+
+def test_write_report_without_a_baseline_has_no_comparison(tmp_path):
+    report = write_report([{**mined_doc(), "protocol": "P"}], tmp_path)
+    assert report.vs_baseline == "" and report.experiments == 1
+    assert (tmp_path / "ablation.md").read_text() == report.markdown + "\n\nProtocol: P\n"
+
+
+# --- the audio_encoder and retrieval_metrics metadata -----------------------------------------------
+
+def _epoch(epoch, loss, steps_per_s, wait, seconds, val=None) -> dict:
+    """One row of a run.json history (the keys the summary reads)."""
+    return {"epoch": epoch, "loss": loss, "steps_per_s": steps_per_s, "data_wait_fraction": wait, "seconds": seconds,
+            **({} if val is None else {"val_A->I R@10": val})}
+
+
+RUNS = {
+    1: {"history": [_epoch(0, 3.0, 8.0, 0.5, 10.4)], "temperature": 0.05, "train_clips": 99, "steps_per_epoch": 9},
+    0: {"history": [_epoch(0, 2.0, 10.0, 0.1, 30.0, 0.25), _epoch(1, 1.5, 12.0, 0.3, 31.0, 0.5)],
+        "temperature": 0.07, "train_clips": 40, "steps_per_epoch": 5, "neighbour_shortfall": {"t2t": 2}},
+}
+
+
+def test_run_table_exact():
+    assert run_table(RUNS).splitlines() == [
+        "| seed | epochs | final loss | temperature | steps/s | data wait | val R@10 | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+        # seed 0: steps/s mean (10 + 12) / 2 = 11; wait (0.1 + 0.3) / 2 = 20 %; last val R@10 0.5; 30 + 31 s
+        "| 0 | 2 | 1.5000 | 0.0700 | 11.00 | 20.0% | 50.0% | 61 |",
+        # seed 1: no validation column: a dash; 10.4 s rounds to 10
+        "| 1 | 1 | 3.0000 | 0.0500 | 8.00 | 50.0% | – | 10 |",
+    ]
+
+
+def test_encoder_summary_values():
+    exp = Experiment(name="m", dataset="ds", description="mined t2t", loss=LossSpec(kind="mined", tables=("t2t",), k=5),
+                     seeds=(0, 1))
+    s = encoder_summary(exp, "ds", [0, 1], RUNS, [1])
+    assert list(s) == ["experiment", "dataset", "description", "stage", "model", "frames", "loss", "tables", "seeds",
+                       "trained_now", "skipped_up_to_date", "train_clips", "steps_per_epoch", "neighbour_shortfall",
+                       "runs", "curves", "data_wait_fraction"]
+    assert {k: s[k] for k in ("experiment", "dataset", "description", "stage", "model", "frames", "loss", "tables",
+                              "seeds", "trained_now", "skipped_up_to_date")} == {
+        "experiment": "m", "dataset": "ds", "description": "mined t2t", "stage": "audio_image", "model": "audio_vit",
+        "frames": "random", "loss": "mined", "tables": ["org", "t2t"], "seeds": [0, 1], "trained_now": [1],
+        "skipped_up_to_date": [0]}
+    # the first seed's train-set figures; seed 1's run.json has no shortfall: {}
+    assert (s["train_clips"], s["steps_per_epoch"], s["neighbour_shortfall"]) == (40, 5, {"t2t": 2})
+    assert encoder_summary(exp, "ds", [1], RUNS, [])["neighbour_shortfall"] == {}
+    assert s["runs"] == run_table(RUNS)
+    # every epoch of every seed: (0.1 + 0.3 + 0.5) / 3 = 0.3
+    assert s["data_wait_fraction"] == pytest.approx(0.3)
+    assert s["curves"].startswith("![loss and validation recall per epoch](data:image/png;base64,")
+
+
+def test_curves_plot_is_a_png_of_the_expected_size():
+    png = curves_plot(RUNS)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and _png_size(png) == (640, 240)  # 8 x 3 inches at 80 dpi
+    assert png_markdown(png, "a").startswith("![a](data:image/png;base64,iVBOR")
+
+
+def test_metrics_summary_and_below_chance():
+    doc = {**base_doc(), "protocol": "P"}
+    s = metrics_summary(doc, True, "/c/experiments/base_infonce/metrics.json")
+    assert s == {"table": markdown_report(report_rows([doc])), "protocol": "P",
+                 "audio_image_similarity": "audio vs the middle frame", "eval_clips": 200, "eval_split": "test",
+                 "seeds": [0, 1], "skipped_up_to_date": True, "path": "/c/experiments/base_infonce/metrics.json",
+                 # means in %, rounded to 2 places: A->I 12.5, 31, 51; I->A 10, 26, 42
+                 "A->I R@1": 12.5, "A->I R@5": 31.0, "A->I R@10": 51.0,
+                 "I->A R@1": 10.0, "I->A R@5": 26.0, "I->A R@10": 42.0}
+    assert metrics_summary(ft_doc() | {"protocol": "P"}, False, "p")["audio_image_similarity"] == "–"
+    # chance R@10 is 10 x 0.005 = 0.05 in both directions: 5x chance is 0.25, and the means 0.51 and 0.42 are above
+    assert below_chance(doc) == {}
+    doc["eval"]["chance_R@10"] = {"A->I": 0.11, "I->A": 0.05}  # 5x: 0.55 > 0.51 (A->I below); 0.25 < 0.42
+    assert below_chance(doc) == {"A->I": pytest.approx(0.51)}

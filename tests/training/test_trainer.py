@@ -7,10 +7,11 @@ import torch
 from open_clip.model import CLIP
 from safetensors.torch import load_file
 
-from assets.training.runs import neighbours_within
+from assets.caches.fbank_stats import Normaliser
+from assets.training.data import BatchLoader, ClipSet
 from assets.training.experiments import parse_experiment
+from assets.training.runs import neighbours_within
 from assets.training.trainer import FINAL_WEIGHTS, Trainer, TrainInputs
-from assets.training.data import BatchLoader, ClipSet, Normaliser
 from models.audio_encoder import build_audio_encoder
 
 TINY = {"embed_dim": 8, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
