@@ -62,7 +62,7 @@ def build_definitions() -> dg.Definitions:
         assets += experiment_assets
         jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), report_job(REPORT_KEY)]
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
-                          resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache)})
+                          resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache.layout())})
 
 
 defs = build_definitions()

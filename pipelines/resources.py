@@ -48,13 +48,13 @@ class ClipTeacherResource(dg.ConfigurableResource):
     cache_dir: str = ""  # open_clip's download cache; "" -> its default
 
     @classmethod
-    def from_env(cls, cache: CachePaths) -> "ClipTeacherResource":
+    def from_env(cls, layout: CacheLayout) -> "ClipTeacherResource":
         """CLIPKT_TEACHER=tiny: the demo's tiny teacher from the cache (made by asset teacher/tiny_clip).
         Otherwise open_clip: CLIPKT_TEACHER_MODEL / _PRETRAINED / _WEIGHTS / CLIPKT_DEVICE override the defaults."""
         env = os.environ.get
         device = env("CLIPKT_DEVICE", "auto")
         if env("CLIPKT_TEACHER", "open_clip") == "tiny":
-            weights, config = cache.layout().tiny_teacher_paths()
+            weights, config = layout.tiny_teacher_paths()
             return cls(model_name=TINY_TEACHER_NAME, pretrained="", weights_path=str(weights),
                        model_config_path=str(config), device=device)
         return cls(model_name=env("CLIPKT_TEACHER_MODEL", "ViT-B-32"), pretrained=env("CLIPKT_TEACHER_PRETRAINED", "openai"),

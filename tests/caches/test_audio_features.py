@@ -1,4 +1,4 @@
-"""assets/audio_features.py on real speech (espeak) and real containers (wav, flac, AAC mp4)."""
+"""assets/caches/audio_features.py on real speech (espeak) and real containers (wav, flac, AAC mp4)."""
 
 import wave
 

@@ -13,6 +13,7 @@ from assets.ingest.dataset_config import load_dataset_configs
 from assets.ingest.manifest import build_manifest
 from data.synthav.generate import DEFECTS, SynthAVConfig, generate
 from data.synthav.world import CLASSES, SCENES, clip_rng, sample_class, sample_clip
+from assets.core.project_dirs import REPO_ROOT
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -160,7 +161,7 @@ def test_generation_finishes_when_the_parent_ignores_sigterm(tmp_path):
     code = ("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); from pathlib import Path; "
             "from data.synthav.generate import SynthAVConfig, generate; "
             f"print(generate(SynthAVConfig(out=Path({str(tmp_path)!r}), scale=0.004, workers=2), ('vggsound',)))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'vggsound'" in proc.stdout

@@ -10,8 +10,8 @@ import pytest
 from assets.mining.teacher_embedding import clip_texts, decode_frames
 from assets.mining.embedding_store import pool, read_embeddings
 from assets.mining.neighbor_search import brute_force_topk, read_table
-from assets.mining.tiny_teacher import load_pairs
-from models.tiny_clip import recall_from_similarity
+from assets.core.cache_layout import CacheLayout
+from assets.mining.tiny_teacher import load_pairs, recall_from_similarity
 from pipelines.resources import ClipTeacherResource
 
 PLACES, VGG, CAPS = "synthav_places", "synthav_vggsound", "synthav_audiocaps"
@@ -126,7 +126,7 @@ def test_unchanged_inputs_skip_and_an_interrupted_rebuild_keeps_the_tables_in_us
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-build")
 
-    monkeypatch.setattr("assets.mining.assets.mine_tables", crash)
+    monkeypatch.setattr("assets.mining.table_set.mine_tables", crash)
     changed = {"ops": {f"{PLACES}__neighbor_tables": {"config": {"k_max": 3, "splits": ["train"]}}}}
     with pytest.raises(KeyboardInterrupt):
         job.execute_in_process(instance=instance, run_config=changed, raise_on_error=True)
@@ -135,8 +135,6 @@ def test_unchanged_inputs_skip_and_an_interrupted_rebuild_keeps_the_tables_in_us
 
 
 def test_missing_tiny_teacher_says_how_to_make_it(tmp_path, monkeypatch):
-    from pipelines.resources import CachePaths
-
     monkeypatch.setenv("CLIPKT_TEACHER", "tiny")
     with pytest.raises(FileNotFoundError, match="materialising asset teacher/tiny_clip"):
-        ClipTeacherResource.from_env(CachePaths(cache_root=str(tmp_path))).load()
+        ClipTeacherResource.from_env(CacheLayout(tmp_path)).load()

@@ -12,8 +12,9 @@ import pytest
 from assets.core.atomic_io import read_parquet_metadata
 from pipelines.definitions import build_definitions
 from assets.core.cache_layout import CacheLayout
+from assets.core.project_dirs import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 DAGSTER = Path(sys.executable).parent / "dagster"
 
 
@@ -71,7 +72,7 @@ def test_definitions_validate_cli(tiny_configs, tmp_path):
     proc = subprocess.run([str(DAGSTER), "definitions", "validate", "-m", "pipelines.definitions"], cwd=REPO,
                           env=_env(tiny_configs, tmp_path / "cache", tmp_path / "home"),
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Validation successful" in proc.stdout + proc.stderr
 
 
