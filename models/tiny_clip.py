@@ -18,16 +18,11 @@ with CLIP's mean/std (`preprocess_images`). Captions are tokenised with open_cli
 SimpleTokenizer (CLIP BPE) truncated to the config's context length (32 tokens; SynthAV
 captions are at most ~30 words).
 
-Why 64x64 with 16x16 patches (16 tokens): measured on 2 CPU cores, 2500 train / 1000
-held-out SynthAV Places pairs. 64/8 (64 tokens) took ~10 s/epoch and reached held-out R@1
-0.125/0.134 (i2t/t2i) after 15 epochs (159 s); 64/16 takes ~5 s/epoch and reached
-0.185/0.176 after 20 epochs (101 s); with the defaults on the demo's 2501 training pairs
-(asset teacher/tiny_clip) the fit takes 118 s and R@1 on the 1000 held-out pairs is
-0.187/0.192 (chance 0.001; ties, such as the 47 repeated captions, count against the model;
-the two comparisons before it ranked ties by index, which gives the demo 0.194/0.192). 224/32 (49 tokens) costs about as much per step as
-64/8 and would need the full 224x224 float inputs (12x the bytes). SynthAV pictures are
-flat-coloured shapes on simple backgrounds, so colour, size, shape and scene survive the
-downscale and 16 patches are enough.
+Why 64x64 with 16x16 patches (16 tokens): SynthAV pictures are flat-coloured shapes on simple
+backgrounds, so colour, size, shape and scene survive the downscale. On 2 CPU cores 16 patches
+take about 5 s an epoch and reach a higher held-out R@1 than 64 patches (8x8) at twice the
+cost; 224/32 (49 tokens) costs about as much per step as 64/8 and would need the full 224x224
+float inputs (12x the bytes). The demo fit's time and zero-shot R@k: docs/mining.md.
 """
 from __future__ import annotations
 
