@@ -45,7 +45,10 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
 
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:
-        torch.save(state, path)
+        # Through a file object: torch then names the zip's records "archive/..." instead of after
+        # the file, so the same weights give the same bytes (and sha256) whatever the file is called.
+        with open(path, "wb") as f:
+            torch.save(state, f)
     return file_sha256(path)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.clip_teacher import ClipTeacher, TeacherLoadError, TeacherSpec
-from models.teacher_weights import save_weights
+from models.teacher_weights import file_sha256, save_weights
 
 TINY_NAME = "clipkt-test-tiny"
 TINY_CFG = {
@@ -122,3 +122,12 @@ def test_missing_weights_file_names_the_path(tmp_path):
         ClipTeacher(TeacherSpec(model_name=TINY_NAME, pretrained="", weights_path=str(missing), device="cpu"),
                     model_config=TINY_CFG)
     assert str(missing) in str(err.value)
+
+
+def test_saved_weights_do_not_depend_on_the_file_name(tiny, tmp_path):
+    """Equal weights give equal bytes: the teacher's sha256 feeds every embedding fingerprint."""
+    model, path, _ = tiny
+    other = tmp_path / ".another-name.pt.0123.tmp"
+    assert save_weights(model, other) == save_weights(model, tmp_path / "tiny.pt") == file_sha256(path)
+    state = torch.load(other)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
