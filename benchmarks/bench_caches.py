@@ -32,9 +32,9 @@ import torchaudio
 from assets.caches.audio_cache_rows import audio_row, audio_spec
 from assets.caches.audio_features import FbankParams, decode_audio
 from assets.caches.frame_cache_rows import frame_row, frame_spec
-from assets.ingest.manifest import MANIFEST_SCHEMA
 from assets.caches.shard_builder import build_shard
 from assets.caches.video_frames import FrameParams, frame_indices, frame_timestamps, resize_center_crop
+from assets.ingest.manifest import MANIFEST_SCHEMA
 from data.synthav.generate import SynthAVConfig, generate
 
 CHECKS = {"min_seconds": 1.0, "min_fraction": 0.5, "silence_dbfs": -60.0, "min_source_rate": 16000}

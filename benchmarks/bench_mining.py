@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from assets.mining.teacher_embedding import decode_frames, embed_frame_lists
 from assets.mining.neighbor_search import SearchParams, build_index
 from assets.mining.neighbor_tables import MiningParams, mine_cross_table
+from assets.mining.teacher_embedding import decode_frames, embed_frame_lists
 from models.clip_teacher import ClipTeacher, TeacherSpec
 from models.teacher_weights import save_weights
 

@@ -25,8 +25,8 @@ from assets.mining.assets import (TINY_TEACHER_KEY, build_image_embeddings_asset
                                   build_text_embeddings_asset, build_tiny_teacher_asset)
 from assets.training.assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
 from assets.training.experiments import load_all_experiments
-from pipelines.jobs import (embedding_job, experiment_job, manifest_job, neighbors_job, report_job, shard_job, stats_job,
-                            teacher_job)
+from pipelines.jobs import (embedding_job, experiment_job, manifest_job, neighbors_job, report_job, shard_job,
+                            stats_job, teacher_job)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths, ClipTeacherResource
 from pipelines.sensors import build_dataset_sensor

@@ -22,17 +22,17 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.caches.fbank_stats import load_fbank_stats
-from assets.ingest.manifest import manifest_summary
-from data.synthav.generate import SynthAVConfig, generate, is_generated
+from assets.core.cache_layout import CacheLayout
 from assets.core.project_dirs import REPO_ROOT
 from assets.ingest.dataset_config import load_datasets
+from assets.ingest.manifest import manifest_summary
 from assets.training.experiments import load_all_experiments
+from data.synthav.generate import SynthAVConfig, generate, is_generated
 from pipelines.definitions import defs
-from pipelines.jobs import (EXPERIMENT_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name, manifest_job_name, neighbors_job_name, shard_job_name,
-                           stats_job_name)
+from pipelines.jobs import (EXPERIMENT_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name, manifest_job_name,
+                            neighbors_job_name, shard_job_name, stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
-from assets.core.cache_layout import CacheLayout
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log

@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from data.synthav.generate import SynthAVConfig, generate
 from assets.core.cache_layout import CacheLayout
+from data.synthav.generate import SynthAVConfig, generate
 
 # The tests choose their CLIP teacher themselves; the caller's environment must not leak in.
 for _var in ("CLIPKT_EXPERIMENTS_DIR", "CLIPKT_TEACHER", "CLIPKT_TEACHER_MODEL", "CLIPKT_TEACHER_PRETRAINED", "CLIPKT_TEACHER_WEIGHTS", "CLIPKT_DEVICE"):

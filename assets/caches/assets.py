@@ -15,7 +15,8 @@ from dataclasses import asdict
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.caches.audio_cache_rows import CODE_VERSION as AUDIO_CODE_VERSION, audio_row, audio_spec, expected_seconds, torch_threads
+from assets.caches.audio_cache_rows import (CODE_VERSION as AUDIO_CODE_VERSION, audio_row, audio_spec, expected_seconds,
+                                            torch_threads)
 from assets.caches.audio_features import AudioChecks, FbankParams, LogMelParams
 from assets.caches.fbank_stats import FbankStatsParams, bin_plot, fbank_stats as compute_fbank_stats
 from assets.caches.frame_cache_rows import CODE_VERSION as FRAME_CODE_VERSION, frame_row, frame_spec, quiet_decoders

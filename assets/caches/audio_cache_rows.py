@@ -20,9 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from assets.caches.audio_features import (
-    FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank, pad_or_cut, rms_dbfs,
-)
+from assets.caches.audio_features import (FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank,
+                                          pad_or_cut, rms_dbfs)
 from assets.caches.shard_builder import CacheSpec
 from assets.core.atomic_io import read_parquet_metadata
 

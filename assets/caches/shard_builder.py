@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from assets.core.atomic_io import atomic_path
 from assets.caches.worker_pool import POOL_DEFAULTS, PoolStats, run_pool
+from assets.core.atomic_io import atomic_path
 
 # What identifies a clip's inputs: its manifest status and its files' sizes and mtimes.
 INPUT_COLUMNS = ("input_status", "media_bytes", "media_mtime_ns", "image_bytes", "image_mtime_ns")

@@ -19,8 +19,7 @@ from assets.core.plots import png_markdown
 from assets.ingest.dataset_config import DatasetConfig
 from assets.mining.embedding_store import embedding_problems, stored_fingerprint, write_embeddings
 from assets.mining.neighbor_tables import table_problems
-from assets.mining.table_set import (CODE_VERSION as TABLES_CODE_VERSION, TableSetParams, build_table_set,
-                                      read_summary)
+from assets.mining.table_set import CODE_VERSION as TABLES_CODE_VERSION, TableSetParams, build_table_set, read_summary
 from assets.mining.teacher_embedding import (CODE_VERSION as EMBEDDING_CODE_VERSION, digest, frame_embedding_rows,
                                              teacher_key, text_embedding_rows)
 from assets.mining.tiny_teacher import (CODE_VERSION as TINY_CODE_VERSION, TINY_TEACHER_FIT_FIELDS, TinyTeacherParams,

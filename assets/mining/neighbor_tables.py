@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assets.core.recall import recall_metrics
-from assets.mining.neighbor_search import (SearchParams, TABLE_SCHEMA, brute_force_topk, build_index, recall_at_k, search,
-                                    same_neighbour_batch_fraction, write_table)
+from assets.mining.neighbor_search import (TABLE_SCHEMA, SearchParams, brute_force_topk, build_index, recall_at_k,
+                                           same_neighbour_batch_fraction, search, write_table)
 
 TABLES = ("org", "t2t", "t2i", "i2t", "i2i")
 CROSS_TABLES = {"t2t": ("text", "text"), "t2i": ("text", "image"), "i2t": ("image", "text"), "i2i": ("image", "image")}

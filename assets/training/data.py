@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 import torch
 
 from assets.caches.audio_cache_rows import features_metadata, read_features
-from assets.core.atomic_io import atomic_path
 from assets.caches.fbank_stats import Normaliser
+from assets.core.atomic_io import atomic_path
 from assets.mining.embedding_store import read_embeddings
 
 

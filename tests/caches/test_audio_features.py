@@ -12,9 +12,8 @@ import torchaudio.functional as ta_functional
 from torchaudio.compliance.kaldi import get_mel_banks
 
 from assets.caches import audio_features as af
-from assets.caches.audio_features import (
-    FbankParams, LogMelParams, check_audio, davenet_logmel, decode_audio, empty_mel_bins, kaldi_fbank, pad_or_cut,
-)
+from assets.caches.audio_features import (FbankParams, LogMelParams, check_audio, davenet_logmel, decode_audio,
+                                          empty_mel_bins, kaldi_fbank, pad_or_cut)
 from assets.core.errors import ClipError
 from data.synthav.media_io import encode_mp4
 from data.synthav.speech import synthesize

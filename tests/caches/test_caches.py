@@ -4,10 +4,9 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from assets.caches.audio_cache_rows import read_features
 import torch
 
+from assets.caches.audio_cache_rows import read_features
 from assets.caches.fbank_stats import Normaliser, fbank_moments, stats_from_moments
 from assets.caches.video_frames import decode_jpeg, resize_center_crop
 from assets.core.cache_layout import CacheLayout

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.caches.shard_builder import CacheSpec, build_shard
 from assets.core.errors import ClipError
 from assets.ingest.manifest import MANIFEST_SCHEMA
-from assets.caches.shard_builder import CacheSpec, build_shard
 
 SPEC = CacheSpec("toy_cache", "1", {"scale": 2}, [("value", pa.int64())])
 

@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from assets.caches.video_frames import (FrameParams, decode_jpeg, decode_video_frames, encode_jpeg, frame_indices,
+                                        frame_timestamps, load_image, resize_center_crop)
 from assets.core.errors import ClipError
-from assets.caches.video_frames import (
-    FrameParams,
-    decode_jpeg,
-    decode_video_frames,
-    encode_jpeg,
-    frame_indices,
-    frame_timestamps,
-    load_image,
-    resize_center_crop,
-)
 from data.synthav.media_io import encode_mp4, write_jpg
 
 P = FrameParams()

@@ -3,8 +3,8 @@
 import os
 import time
 
-from assets.core.errors import ClipError
 from assets.caches.worker_pool import PoolStats, run_pool
+from assets.core.errors import ClipError
 
 
 def _work(task):

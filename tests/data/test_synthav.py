@@ -9,11 +9,11 @@ import decord
 import numpy as np
 import pyarrow as pa
 
+from assets.core.project_dirs import REPO_ROOT
 from assets.ingest.dataset_config import load_dataset_configs
 from assets.ingest.manifest import build_manifest
 from data.synthav.generate import DEFECTS, SynthAVConfig, generate
 from data.synthav.world import CLASSES, SCENES, clip_rng, sample_class, sample_clip
-from assets.core.project_dirs import REPO_ROOT
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:

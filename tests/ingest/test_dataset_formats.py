@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 
 from assets.ingest.dataset_config import DatasetConfigError, MetadataFile, load_dataset_config, parse_dataset_config
-from assets.ingest.dataset_formats import (
-    MetadataFormatError, parse_audiocaps, parse_audioset, parse_audioset_labels, parse_metadata, parse_places,
-    parse_vggsound,
-)
+from assets.ingest.dataset_formats import (MetadataFormatError, parse_audiocaps, parse_audioset, parse_audioset_labels,
+                                           parse_metadata, parse_places, parse_vggsound)
 
 AUDIOSET_CSV = """\
 # Segments csv created Sun Mar  5 10:54:31 2017

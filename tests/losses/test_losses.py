@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from losses.contrastive import (MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix,
-                                symmetric_cross_entropy)
+from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix, symmetric_cross_entropy
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask
 

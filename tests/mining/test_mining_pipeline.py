@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from assets.mining.teacher_embedding import clip_texts, decode_frames
+from assets.core.cache_layout import CacheLayout
 from assets.mining.embedding_store import pool, read_embeddings
 from assets.mining.neighbor_search import brute_force_topk, read_table
-from assets.core.cache_layout import CacheLayout
+from assets.mining.teacher_embedding import clip_texts, decode_frames
 from assets.mining.tiny_teacher import load_pairs, recall_from_similarity
 from pipelines.resources import ClipTeacherResource
 

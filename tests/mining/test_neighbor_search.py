@@ -5,17 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.mining.neighbor_search import (
-    SearchParams,
-    brute_force_topk,
-    build_index,
-    read_table,
-    recall_at_k,
-    same_neighbour_batch_fraction,
-    search,
-    top_k_similarity_curve,
-    write_table,
-)
+from assets.mining.neighbor_search import (SearchParams, brute_force_topk, build_index, read_table, recall_at_k,
+                                           same_neighbour_batch_fraction, search, top_k_similarity_curve, write_table)
 
 
 def unit(x: np.ndarray) -> np.ndarray:

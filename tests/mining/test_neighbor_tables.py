@@ -7,7 +7,7 @@ import pytest
 
 from assets.mining.embedding_store import pool
 from assets.mining.neighbor_search import (TABLE_SCHEMA, SearchParams, brute_force_topk, read_table,
-                                    same_neighbour_batch_fraction, top_k_similarity_curve, write_table)
+                                           same_neighbour_batch_fraction, top_k_similarity_curve, write_table)
 from assets.mining.neighbor_tables import MiningParams, mine_tables, table_problems, zero_shot_r1
 from tests.mining.test_neighbor_search import clustered, random_unit, unit
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assets.mining.teacher_embedding import clip_texts, decode_frames, embed_frame_lists
 from assets.mining.embedding_store import embedding_problems, error_row, ok_row, read_embeddings, write_embeddings
+from assets.mining.teacher_embedding import clip_texts, decode_frames, embed_frame_lists
 
 
 def _jpeg(value: int, size: int = 8) -> bytes:

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.core.atomic_io import read_parquet_metadata
-from pipelines.definitions import build_definitions
 from assets.core.cache_layout import CacheLayout
 from assets.core.project_dirs import REPO_ROOT
+from pipelines.definitions import build_definitions
 
 REPO = REPO_ROOT
 DAGSTER = Path(sys.executable).parent / "dagster"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from assets.core.project_dirs import REPO_ROOT
-from assets.training.experiments import (EvalSpec, Experiment, ExperimentError, FrameSpec, LossSpec, ModelSpec, OptimSpec,
-                                         TrainSpec, load_experiment, load_experiments, parse_experiment)
+from assets.training.experiments import (EvalSpec, Experiment, ExperimentError, FrameSpec, LossSpec, ModelSpec,
+                                         OptimSpec, TrainSpec, load_experiment, load_experiments, parse_experiment)
 
 FULL_YAML = """\
 description: "seed 000 Table 1 (G): org + t2t + i2t"

@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from assets.training.runs import build_encoder, evaluation_clips, read_metrics, run_dir
 from assets.caches.fbank_stats import load_fbank_stats
-from assets.training.trainer import FINAL_WEIGHTS, load_encoder_weights
 from assets.ingest.dataset_config import load_datasets
 from assets.training.experiments import load_all_experiments
+from assets.training.runs import build_encoder, evaluation_clips, read_metrics, run_dir
+from assets.training.trainer import FINAL_WEIGHTS, load_encoder_weights
 from pipelines.definitions import build_definitions
 from pipelines.resources import ClipTeacherResource
 

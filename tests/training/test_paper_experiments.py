@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.training.experiments import ModelSpec, load_experiments
 from assets.core.project_dirs import REPO_ROOT
+from assets.training.experiments import ModelSpec, load_experiments
 
 EXPERIMENTS_DIR = REPO_ROOT / "configs" / "experiments"
 

@@ -13,8 +13,8 @@ import pytest
 from assets.core.plots import png_markdown
 from assets.training.experiments import Experiment, LossSpec
 from assets.training.report import (baseline_deltas, below_chance, curves_plot, deltas_markdown, encoder_summary,
-                                    markdown_report, metrics_summary, report_plot, report_rows, report_table,
-                                    run_table, write_report)
+                                    markdown_report, metrics_summary, report_plot, report_rows, report_table, run_table,
+                                    write_report)
 from assets.training.runs import summarise_seeds
 
 
