@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from assets.core.recall import recall_metrics
 from assets.mining.neighbor_search import (TABLE_SCHEMA, SearchParams, brute_force_topk, build_index, recall_at_k,
-                                           same_neighbour_batch_fraction, search, write_table)
+                                           same_neighbour_batch_fraction, search, top_k_similarity_curve, write_table)
 
 TABLES = ("org", "t2t", "t2i", "i2t", "i2i")
 CROSS_TABLES = {"t2t": ("text", "text"), "t2i": ("text", "image"), "i2t": ("image", "text"), "i2i": ("image", "image")}
@@ -78,9 +78,8 @@ class _Observer:
     def watch(self, chunks):
         for lo, scores, ids in chunks:
             hi = lo + len(ids)
-            cum = np.cumsum(scores, axis=1, dtype=np.float64)
-            for j, K in enumerate(self.ks):
-                self.curve_sum[j] += (cum[:, K - 1] / K).sum()
+            for j, value in enumerate(top_k_similarity_curve(scores, self.ks).values()):
+                self.curve_sum[j] += value * len(scores)  # the chunk's mean, weighted by its queries
             self.top[lo:hi] = ids[:, :self.fn_k]
             at = np.flatnonzero((self.sample >= lo) & (self.sample < hi))
             self.sample_ids[at] = ids[self.sample[at] - lo]

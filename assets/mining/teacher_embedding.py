@@ -13,30 +13,23 @@ and write the file.
 """
 
 import hashlib
-import io
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
+from assets.caches.video_frames import decode_jpeg
 from assets.mining.embedding_store import error_row, ok_row
 
 CODE_VERSION = "1"
-UNIT_NORM_CHECK = "finite_unit_norm"
 
-
-# ----------------------------------------------------------------------------- pure parts
 
 
 def decode_frames(jpegs: list[bytes]) -> np.ndarray:
     """JPEG bytes -> (L, S, S, 3) uint8 RGB."""
-    frames = []
-    for b in jpegs:
-        with Image.open(io.BytesIO(b)) as im:
-            frames.append(np.asarray(im.convert("RGB")))
+    frames = [decode_jpeg(b) for b in jpegs]
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise ValueError(f"frames of different sizes {sorted(shapes)}")
