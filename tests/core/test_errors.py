@@ -2,13 +2,11 @@
 kind the UI's tables do not know), found by scanning the source of assets/."""
 
 import ast
-from pathlib import Path
-
 import pytest
 
 from assets.core.errors import ERROR_KINDS, ClipError
+from assets.core.project_dirs import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # call name -> (positional index, keyword) of its kind argument
 KIND_ARGUMENT = {"error_row": (2, "kind"), "_error_row": (0, "kind"), "ClipError": (0, "kind"),
                  "ClipResult": (None, "error_kind")}
