@@ -22,8 +22,8 @@ from assets.mining.neighbor_tables import table_problems
 from assets.mining.table_set import CODE_VERSION as TABLES_CODE_VERSION, TableSetParams, build_table_set, read_summary
 from assets.mining.teacher_embedding import (CODE_VERSION as EMBEDDING_CODE_VERSION, digest, frame_embedding_rows,
                                              teacher_key, text_embedding_rows)
-from assets.mining.tiny_teacher import (CODE_VERSION as TINY_CODE_VERSION, TINY_TEACHER_FIT_FIELDS, TinyTeacherParams,
-                                        build_tiny_teacher, loss_plot, recall_table)
+from assets.mining.tiny_teacher import (CODE_VERSION as TINY_CODE_VERSION, TINY_TEACHER_FIT_FIELDS, FitConfig,
+                                        TinyTeacherParams, build_tiny_teacher, loss_plot, recall_table)
 from pipelines.resources import CachePaths, ClipTeacherResource
 
 TINY_TEACHER_KEY = dg.AssetKey(["teacher", "tiny_clip"])
@@ -50,7 +50,7 @@ class TinyTeacherConfig(dg.Config):
     def params(self) -> TinyTeacherParams:
         fit = {k: getattr(self, k) for k in TINY_TEACHER_FIT_FIELDS}
         return TinyTeacherParams(tuple(self.train_splits), tuple(self.eval_splits), self.eval_pairs,
-                                 type(_TINY.fit)(**fit))
+                                 FitConfig(**fit))
 
 
 def build_tiny_teacher_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
