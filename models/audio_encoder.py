@@ -16,6 +16,7 @@ from models.davenet import DaveNet
 def build_audio_encoder(kind: str, visual: nn.Module | None, embed_dim: int, seed: int = 0, *,
                         time_frames: int = 1000, mel_bins: int = 128, patch: tuple[int, int] | None = None,
                         stride: tuple[int, int] = (16, 24), layers: int | None = None, width: float = 1.0,
+                        trim_padding: bool = False,
                         logmel_bins: int = 40) -> nn.Module:
     if kind == "audio_vit":
         if visual is None:
@@ -25,7 +26,7 @@ def build_audio_encoder(kind: str, visual: nn.Module | None, embed_dim: int, see
     if kind == "davenet":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return DaveNet(embed_dim, mel_bins=logmel_bins, width=width)
+            return DaveNet(embed_dim, mel_bins=logmel_bins, width=width, trim_padding=trim_padding)
     raise ValueError(f"unknown audio encoder {kind!r}; choose audio_vit or davenet")
 
 

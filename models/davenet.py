@@ -13,6 +13,14 @@ each max-pool 1 x 3, stride 2, pad 1 (time / 8 overall). The clip embedding is t
 the output frames that come from real audio (`lengths`: true input frames; padding frames
 are left out), then a linear projection into the teacher's embedding space (seed 000 uses
 DAVEnet as the student of CLIP). `width` scales the channel counts for tiny test models.
+
+`trim_padding` (off by default, as the reference): the cache pads every caption to 2048
+frames (20 s) while a spoken caption is often a few seconds, so most of the convolutions run
+on padding. When on, a batch is cut after its longest caption plus RECEPTIVE_MARGIN frames
+(rounded up to a multiple of 8). No valid output frame can see past that point, so in eval
+mode the embeddings equal the untrimmed ones (tested); in training the input batch norm's
+batch statistics then cover less of the 0 dB padding, which is the one difference from the
+reference's computation.
 """
 
 from __future__ import annotations
@@ -22,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 TIME_DOWNSAMPLE = 8  # three stride-2 pools
+# Input frames beyond a caption's last frame that its valid output frames can see: conv2 +-5,
+# conv3 +-8 at 1/2 rate, conv4 +-8 at 1/4, conv5 +-8 at 1/8, and one frame per pool: 124.
+RECEPTIVE_MARGIN = 128
 
 
 def pooled_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -33,8 +44,9 @@ def pooled_lengths(lengths: torch.Tensor) -> torch.Tensor:
 
 
 class DaveNet(nn.Module):
-    def __init__(self, embed_dim: int, mel_bins: int = 40, width: float = 1.0):
+    def __init__(self, embed_dim: int, mel_bins: int = 40, width: float = 1.0, trim_padding: bool = False):
         super().__init__()
+        self.trim_padding = trim_padding
         c = [max(1, round(n * width)) for n in (128, 256, 512, 512, 1024)]
         self.input_norm = nn.BatchNorm2d(1)
         self.conv1 = nn.Conv2d(1, c[0], kernel_size=(mel_bins, 1))
@@ -59,6 +71,9 @@ class DaveNet(nn.Module):
 
     def forward(self, logmel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, mel_bins, T) and true lengths (B,) -> (B, embed_dim) in the teacher's space."""
+        if self.trim_padding and lengths is not None:
+            keep = -(-(int(lengths.max()) + RECEPTIVE_MARGIN) // TIME_DOWNSAMPLE) * TIME_DOWNSAMPLE
+            logmel = logmel[..., :keep]
         x = self.frames(logmel)
         if lengths is None:
             pooled = x.mean(dim=2)

@@ -6,12 +6,14 @@ runs the dataset sensor would request, then `<name>_stats_job` (FBANK statistics
 with the tiny teacher (CLIPKT_TEACHER=tiny, set by the Makefile), `tiny_teacher_job` fits
 the demo's CLIP teacher on SynthAV Places; and for each dataset `<name>_embedding_job` runs
 once per shard and `<name>_neighbors_job` mines the neighbour tables. Finally
-`experiment_job` trains and evaluates every experiment tagged `demo` (configs/experiments/demo)
+`experiment_job` trains and evaluates every experiment tagged `demo` (configs/experiments/demo;
+`--tag` picks another tag, e.g. `make seed000` trains seed 000's three-seed set)
 and `ablation_report_job` writes the ablation table, which is printed with each experiment's
 difference from the InfoNCE baseline. All runs are recorded in the Dagster instance at
 $DAGSTER_HOME, so that `dagster dev -w workspace.yaml` shows them afterwards.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -72,10 +74,13 @@ def run_mining(instance: dg.DagsterInstance, ds) -> None:
     if m.get("same_neighbour_in_batch_of_128"):
         print(f"    batch of 128  clips meeting one of their top-{m['false_negative_k']} neighbours: "
               + ", ".join(f"{t} {f:.0%}" for t, f in m["same_neighbour_in_batch_of_128"].items()))
+    if m.get("same_key_in_batch_of_128") is not None:
+        print(f"    same key      {m['distinct_keys']} semantic keys ({m['singleton_keys']} held by one clip); "
+              f"clips meeting a same-key clip in a batch of 128: {m['same_key_in_batch_of_128']:.0%}")
 
 
-def run_experiments(instance: dg.DagsterInstance) -> None:
-    names = [n for n, e in sorted(load_all_experiments().items()) if "demo" in e.tags]
+def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
+    names = [n for n, e in sorted(load_all_experiments().items()) if tag in e.tags]
     for name in names:
         start = time.perf_counter()
         result = _run(instance, EXPERIMENT_JOB, name)
@@ -85,12 +90,24 @@ def run_experiments(instance: dg.DagsterInstance) -> None:
         print(f"    {name:<24} {enc['train_clips']} clips x {len(enc['seeds'])} seed(s)"
               f"{' (up to date)' if not enc['trained_now'] else ''}; R@10 % {recall}; "
               f"data wait {enc['data_wait_fraction']:.1%} ({time.perf_counter() - start:.0f} s)")
+        print(f"    {'':<24} {_batch_line(enc['batch_positives'])}")
     m = _metadata(_run(instance, REPORT_JOB), ["experiments", "ablation_report"])
     print()
     print(m["table"])
     print("Against the InfoNCE random-frame baseline:")
     print(m["vs_baseline"])
     print(f"report written to {m['path']} (+ .parquet, .png)")
+
+
+def _batch_line(b: dict) -> str:
+    """The run's in-batch positives (assets.training.batch_stats), as one line."""
+    parts = [f"clips with a mined positive in their batch {b['mined_positive_share']:.0%} "
+             f"({b['mined_positives_per_row']:.2f} per row)"] if b.get("mined_positives_per_row") else []
+    if "same_key_share" in b:
+        parts.append(f"meeting a same-key clip {b['same_key_share']:.0%}")
+    if b.get("mined_precision") is not None:
+        parts.append(f"mined pairs with the same key {b['mined_precision']:.0%}")
+    return "; ".join(parts) or "no mined positives"
 
 
 def run_dataset(instance: dg.DagsterInstance, ds, cache: CacheLayout) -> dict:
@@ -120,7 +137,12 @@ def _cache_counts(cache: CacheLayout, dataset: str, stage: str) -> str:
     return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build every declared dataset, then train and report the "
+                                     "experiments with a tag (default: demo).")
+    parser.add_argument("--tag", default="demo", help="train the experiments carrying this tag "
+                        "(e.g. s000_places: seed 000's three-seed set on SynthAV Places)")
+    args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
         sys.exit("Set DAGSTER_HOME (the Makefile sets it to data/dagster_home) so the demo's runs are kept.")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -146,8 +168,8 @@ def main() -> None:
     for ds in load_datasets():
         print(ds.name)
         run_mining(instance, ds)
-    print("experiments (configs/experiments, tag demo)")
-    run_experiments(instance)
+    print(f"experiments (configs/experiments, tag {args.tag})")
+    run_experiments(instance, args.tag)
     print(f"runs recorded in {os.environ['DAGSTER_HOME']}; browse them with `make ui`")
 
 

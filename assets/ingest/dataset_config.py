@@ -9,8 +9,9 @@
       - {path: eval_segments.csv, split: eval, media_dir: eval}
     label_map: class_labels_indices.csv
     shard_size: 1000
+    semantic_keys: keys.csv         # optional: clip_id,key ground truth (SynthAV writes one)
 
-Every path a dataset names (metadata, media) must stay inside `root`.
+Every path a dataset names (metadata, media, semantic keys) must stay inside `root`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DatasetConfig:
     image_base_path: str | None = None  # Places: overrides the JSON's image_base_path
     audio_base_path: str | None = None  # Places: overrides the JSON's audio_base_path
     shard_size: int = 1000  # clips per shard when new shards are cut
+    semantic_keys: str | None = None  # CSV clip_id,key of ground-truth semantic keys, relative to root
     source: Path | None = field(default=None, compare=False)  # the YAML it came from
 
     @property
@@ -102,12 +104,26 @@ def parse_dataset_config(raw: dict, where: Path) -> DatasetConfig:
     shard_size = int(raw.get("shard_size", 1000))
     if shard_size < 1:
         raise DatasetConfigError(f"{where}: shard_size must be at least 1, got {shard_size}")
+    root = Path(os.path.normpath(root))
+    semantic_keys = raw.get("semantic_keys")
+    if semantic_keys is not None:
+        semantic_keys = str(semantic_keys)
+        if not semantic_keys or not _stays_inside(root, semantic_keys):
+            raise DatasetConfigError(f"{where}: semantic_keys {semantic_keys!r} must be a file inside the dataset root {root}")
     return DatasetConfig(
-        name=name, format=fmt, root=Path(os.path.normpath(root)), metadata=tuple(metadata),
+        name=name, format=fmt, root=root, metadata=tuple(metadata),
         media_template=str(raw.get("media_template") or ""), label_map=raw.get("label_map"),
         image_base_path=raw.get("image_base_path"), audio_base_path=raw.get("audio_base_path"),
-        shard_size=shard_size, source=where,
+        shard_size=shard_size, semantic_keys=semantic_keys, source=where,
     )
+
+
+def _stays_inside(root: Path, relative: str) -> bool:
+    """Whether root/relative stays under root, checked lexically (`..` and outside absolute paths
+    leave it), by the rule the manifest applies to media paths."""
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.join(base, relative))
+    return full != base and full.startswith(base + os.sep)
 
 
 def load_dataset_config(path: Path) -> DatasetConfig:

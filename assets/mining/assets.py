@@ -4,7 +4,8 @@
   dataset's image-caption pairs (offline machines cannot download pretrained CLIP).
 - `<dataset>/clip_image_embeddings`, `<dataset>/clip_text_embeddings` (per shard): the frozen
   teacher's embedding of every cached frame, and of every caption (or label prompt).
-- `<dataset>/neighbor_tables`: seed 000's org/t2t/t2i/i2t/i2i top-k tables (FAISS).
+- `<dataset>/neighbor_tables`: seed 000's org/t2t/t2i/i2t/i2i top-k tables (FAISS), plus the
+  oracle table and false-negative scores where the dataset declares semantic keys.
 """
 
 import time
@@ -17,6 +18,7 @@ from assets.core.atomic_io import read_parquet_metadata
 from assets.core.markdown import bullets, markdown_table
 from assets.core.plots import png_markdown
 from assets.ingest.dataset_config import DatasetConfig
+from assets.ingest.semantic_keys import load_semantic_keys
 from assets.mining.embedding_store import embedding_problems, stored_fingerprint, write_embeddings
 from assets.mining.neighbor_tables import table_problems
 from assets.mining.table_set import CODE_VERSION as TABLES_CODE_VERSION, TableSetParams, build_table_set, read_summary
@@ -191,7 +193,7 @@ def build_text_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
 class NeighborTablesConfig(dg.Config):
     k_max: int = _TABLES.k_max  # neighbours per query (seed 000's k-ablation: 10 ... 1000); capped at clips - 1
     splits: list[str] = list(_TABLES.splits)  # clips mined (queries = keys)
-    tables: list[str] = list(_TABLES.tables)
+    tables: list[str] = list(_TABLES.tables)  # empty: every table the data allows (oracle with semantic keys)
     image_pooling: str = _TABLES.image_pooling  # middle (frame L // 2) | mean (of its frames)
     text_pooling: str = _TABLES.text_pooling  # several captions: mean | first
     index: str = _TABLES.index  # flat (exact) | ivf | hnsw (approximate; recall@k against exact is measured)
@@ -221,10 +223,13 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
     @dg.asset(
         key=key, group_name=ds.name, kinds={"faiss", "parquet"}, code_version=TABLES_CODE_VERSION,
         deps=[dg.AssetKey([ds.name, i]) for i in inputs],
-        check_specs=[dg.AssetCheckSpec(IDS_CHECK, asset=key, description="neighbour ids are clip rows; no self-matches outside org"),
+        check_specs=[dg.AssetCheckSpec(IDS_CHECK, asset=key, description="neighbour ids are clip rows (-1 only as padding "
+                                                                      "at a row's tail); no self-matches outside org"),
                      dg.AssetCheckSpec(ORDER_CHECK, asset=key, description="every query's neighbours are sorted by score")],
         description="Seed 000's CLIP-mined neighbours: org, t2t, t2i, i2t, i2i top-k tables (FAISS inner product)"
-                    + ("." if has_images else "; audio-only data: org and t2t."),
+                    + ("" if has_images else "; audio-only data: org and t2t")
+                    + ("; oracle from the semantic keys, and every table's false negatives against them."
+                       if ds.semantic_keys else "."),
     )
     def neighbor_tables(context: dg.AssetExecutionContext, config: NeighborTablesConfig,
                         cache: CachePaths) -> dg.MaterializeResult:
@@ -238,7 +243,8 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
         try:
             params.validate()
             out_dir, skipped = build_table_set(ds.name, paths["clip_text_embeddings"], paths.get("clip_image_embeddings"),
-                                               layout.neighbor_tables_root(ds.name), params, log=context.log.info)
+                                               layout.neighbor_tables_root(ds.name), params, log=context.log.info,
+                                               keys=load_semantic_keys(ds))
         except ValueError as e:
             raise dg.Failure(str(e)) from e
         summary = read_summary(out_dir)
@@ -246,7 +252,7 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
         ids_bad, order_bad = [p for t in problems for p in t["ids"]], [p for t in problems for p in t["order"]]
         metadata = dict(summary["metadata"]) | {"path": dg.MetadataValue.path(str(out_dir)), "skipped_up_to_date": skipped,
                                                 "seconds": round(time.perf_counter() - started, 2)}
-        for k in ("similarity_curve", "batch_fraction", "examples", "zero_shot", "approx_recall"):
+        for k in ("similarity_curve", "key_false_negatives", "batch_fraction", "examples", "zero_shot", "approx_recall"):
             if k in metadata:
                 metadata[k] = dg.MetadataValue.md(metadata[k])
         return dg.MaterializeResult(

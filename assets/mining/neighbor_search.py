@@ -9,7 +9,12 @@ Canonical order. faiss computes float32 inner products whose last bits depend on
 path (BLAS blocking, the nq < 20 non-BLAS path, GPU), so near-equal scores could come back
 in a different order depending on the chunk size or device. The *canonical score* is the
 float64 dot product of the float32 vectors rounded to float32; the canonical order is
-canonical score descending, then neighbour id ascending. `brute_force_topk` computes it for
+canonical score descending, then the tie order: neighbour id ascending, or, given a
+`tie_seed`, a seeded random order of the keys drawn afresh for each query row (`tie_keys`: a
+bijective hash of (seed, query row, key row), so equal seeds give equal orders on any chunking).
+The mining stage passes a seed: with id order, clips whose embeddings are identical (the same
+label prompt) would all list the same lowest rows, a few hub clips collecting everyone's
+neighbours; a per-query order spreads them. `brute_force_topk` computes the canonical order for
 every candidate. `search` asks faiss for a few more candidates than needed (k, +1 when
 excluding, + a small margin) and re-scores only what can be out of order: runs of
 candidates whose faiss scores lie within TIE_EPS of each other (faiss's float32 error on
@@ -106,6 +111,15 @@ def _check_exclude(exclude: np.ndarray | None, n_queries: int, n_keys: int) -> n
     return e.astype(np.int64)
 
 
+def _check_query_rows(rows: np.ndarray | None, n_queries: int) -> np.ndarray:
+    if rows is None:
+        return np.arange(n_queries, dtype=np.int64)
+    r = np.asarray(rows)
+    if r.shape != (n_queries,) or not np.issubdtype(r.dtype, np.integer) or (n_queries and r.min() < 0):
+        raise ValueError(f"query_rows: expected ({n_queries},) non-negative integers, got shape {r.shape} dtype {r.dtype}")
+    return r.astype(np.int64)
+
+
 def _check_k(k: int, n_keys: int, excluding: bool) -> None:
     limit = n_keys - 1 if excluding else n_keys
     if not 1 <= k <= limit:
@@ -115,12 +129,38 @@ def _check_k(k: int, n_keys: int, excluding: bool) -> None:
 
 # ---------------------------------------------------------------------------- canonical order
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # odd: id -> base + id * _GOLDEN is injective modulo 2**64
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that scrambles every bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def tie_keys(query_rows: np.ndarray, ids: np.ndarray, tie_seed: int | None) -> np.ndarray:
+    """Sort keys that order equal canonical scores (ascending) for ids (rows, m) of the given query
+    rows: the ids themselves without a seed; with one, mix(base_q + id * odd), base_q a hash of
+    (seed, q): for each query a distinct pseudo-random order of every key (a bijection, so no two
+    keys of a query tie), a different one per query and per seed."""
+    ids = np.asarray(ids)
+    if tie_seed is None:
+        return ids
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        seed = np.uint64(tie_seed % 2**64)
+        base = _mix64(np.asarray(query_rows, dtype=np.int64).astype(np.uint64) * _GOLDEN + seed)
+        return _mix64(base[:, None] + ids.astype(np.int64).astype(np.uint64) * _GOLDEN)
+
 
 def _finalize(
-    queries: np.ndarray, keys: np.ndarray, cand: np.ndarray, k: int, exclude: np.ndarray | None
+    queries: np.ndarray, keys: np.ndarray, cand: np.ndarray, k: int, exclude: np.ndarray | None,
+    query_rows: np.ndarray, tie_seed: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Canonical scores of the candidates, excluded/missing (-1) ids dropped, sorted by
-    (score desc, id asc), truncated to k. Rows with fewer than k valid candidates (only
+    (score desc, tie order), truncated to k. Rows with fewer than k valid candidates (only
     possible with approximate indexes) are padded with id -1 and score -inf."""
     cand = np.array(cand, dtype=np.int64, copy=True)
     if exclude is not None:
@@ -134,18 +174,20 @@ def _finalize(
         q = queries[lo : lo + step].astype(np.float64)
         scores[lo : lo + step] = np.einsum("nd,nmd->nm", q, gathered)
     scores[cand < 0] = -np.inf
-    order = np.lexsort((cand, -scores.astype(np.float64)), axis=-1)[:, :k]
+    ties = tie_keys(query_rows, cand, tie_seed)  # padding (-1) sorts last by its -inf score whatever its key
+    order = np.lexsort((ties, -scores.astype(np.float64)), axis=-1)[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(cand, order, axis=1)
 
 
 def _canonical_order(
-    queries: np.ndarray, keys: np.ndarray, dist: np.ndarray, cand: np.ndarray, k: int, exclude: np.ndarray | None
+    queries: np.ndarray, keys: np.ndarray, dist: np.ndarray, cand: np.ndarray, k: int, exclude: np.ndarray | None,
+    query_rows: np.ndarray, tie_seed: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """faiss's rows (sorted by its float32 score) in canonical order, truncated to k.
 
     Excluded and missing (-1) ids move to the end (id -1, score -inf, as padding); every
     candidate in a run of scores within TIE_EPS of each other gets its canonical score and
-    each run is re-sorted in place by (canonical score desc, id asc). Runs are separated by
+    each run is re-sorted in place by (canonical score desc, tie order). Runs are separated by
     gaps above TIE_EPS, more than faiss's error, so no item can belong outside its run."""
     cand = np.array(cand, dtype=np.int64, copy=True)
     scores = np.array(dist, dtype=np.float32, copy=True)
@@ -177,23 +219,28 @@ def _canonical_order(
         starts[1:] = ~((r[1:] == r[:-1]) & (c[1:] == c[:-1] + 1) & close[r[1:], np.maximum(c[1:] - 1, 0)])
         run = np.cumsum(starts)
         ids = cand[r, c]
-        order = np.lexsort((ids, -canonical.astype(np.float64), run))  # within each run: score desc, id asc
+        ties = tie_keys(query_rows[r], ids[:, None], tie_seed)[:, 0]
+        order = np.lexsort((ties, -canonical.astype(np.float64), run))  # within each run: score desc, tie order
         cand[r, c], scores[r, c] = ids[order], canonical[order]  # each run stays in its own slots
     return scores[:, :k], cand[:, :k]
 
 
 def brute_force_topk(
-    queries: np.ndarray, keys: np.ndarray, k: int, exclude: np.ndarray | None = None, chunk_rows: int = 1024
+    queries: np.ndarray, keys: np.ndarray, k: int, exclude: np.ndarray | None = None, chunk_rows: int = 1024,
+    tie_seed: int | None = None, query_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact numpy reference: (scores (Q, k) float32, ids (Q, k) int64).
 
     Scores are float64 dot products of the float32 vectors, rounded to float32; rows are sorted
-    by score descending, then id ascending; `exclude[i]` (a key row) is never in row i.
+    by score descending, then by the tie order (`tie_keys`: id ascending without tie_seed);
+    `exclude[i]` (a key row) is never in row i. query_rows: the queries' rows for the tie order
+    (default 0..Q-1), so that a sample of `search`'s queries is ordered as `search` orders it.
     """
     keys = _check_embeddings(keys, "keys")
     queries = _check_embeddings(queries, "queries", keys.shape[1])
     exclude = _check_exclude(exclude, queries.shape[0], keys.shape[0])
     _check_k(k, keys.shape[0], exclude is not None)
+    query_rows = _check_query_rows(query_rows, queries.shape[0])
     n_keys = keys.shape[0]
     m = min(n_keys, k + (exclude is not None) + MARGIN)
     k64 = keys.astype(np.float64)
@@ -207,14 +254,15 @@ def brute_force_topk(
             sim[np.arange(q.shape[0]), exclude[lo : lo + chunk_rows]] = -np.inf
         if m < n_keys:
             # Every candidate tied with the m-th best score joins, so ties at the boundary
-            # are resolved by id in _finalize rather than by argpartition's arbitrary pick.
+            # are resolved by the tie order in _finalize rather than by argpartition's arbitrary pick.
             kth = -np.partition(-sim, m - 1, axis=1)[:, m - 1 : m]
             width = int((sim >= kth).sum(axis=1).max())
             cand = np.argpartition(-sim, width - 1, axis=1)[:, :width]
         else:
             cand = np.broadcast_to(np.arange(n_keys), (q.shape[0], n_keys))
         ex = None if exclude is None else exclude[lo : lo + chunk_rows]
-        out_s[lo : lo + chunk_rows], out_i[lo : lo + chunk_rows] = _finalize(q, keys, cand, k, ex)
+        rows = query_rows[lo : lo + chunk_rows]
+        out_s[lo : lo + chunk_rows], out_i[lo : lo + chunk_rows] = _finalize(q, keys, cand, k, ex, rows, tie_seed)
     return out_s, out_i
 
 
@@ -287,12 +335,15 @@ def search(
     p: SearchParams,
     exclude: np.ndarray | None = None,
     keys: np.ndarray | None = None,
+    tie_seed: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (first_query_row, scores (n, k) float32, ids (n, k) int64) per chunk of p.chunk_rows queries.
 
     exclude: optional (Q,) key row dropped from each query's list (t2t/i2i: the query's own row).
     Every row has exactly k results: the excluded id is removed if present, else the last one.
     keys: the indexed vectors, for the canonical re-scoring; by default read from the index.
+    tie_seed: orders equal canonical scores by a seeded random order per query row (`tie_keys`);
+    None: by key row.
     Inputs are validated before the first chunk is yielded (the function is a generator, so
     that happens on the first next()).
     """
@@ -320,14 +371,16 @@ def search(
         q = queries[lo : lo + p.chunk_rows]
         ex = None if exclude is None else exclude[lo : lo + p.chunk_rows]
         dist, cand = index.search(q, m)
-        scores, ids = _canonical_order(q, keys, dist, cand, p.k, ex)
+        rows = np.arange(lo, lo + len(q))
+        scores, ids = _canonical_order(q, keys, dist, cand, p.k, ex, rows, tie_seed)
         # A row whose last candidate still ties (within float32 noise) with its k-th result may
         # have had part of a tie group cut off by faiss: search those rows again, wider.
         redo, width = _truncated(dist, scores), m
         while redo.size and width < limit:
             width = min(limit, 2 * width)
             dist, cand = index.search(q[redo], width)
-            s2, i2 = _canonical_order(q[redo], keys, dist, cand, p.k, None if ex is None else ex[redo])
+            s2, i2 = _canonical_order(q[redo], keys, dist, cand, p.k, None if ex is None else ex[redo], rows[redo],
+                                      tie_seed)
             scores[redo], ids[redo] = s2, i2
             redo = redo[_truncated(dist, s2)]
         yield lo, scores, ids
@@ -437,8 +490,19 @@ def write_table(path: Path, chunks: Iterable[tuple[int, np.ndarray, np.ndarray]]
     return rows
 
 
+def trailing_padding(ids: np.ndarray) -> np.ndarray:
+    """(Q, k) bool: the -1 ids that pad a row's tail ("no more neighbours"). A -1 followed by a
+    real id is not padding: it is a bad id."""
+    missing = np.asarray(ids) == -1
+    return np.flip(np.logical_and.accumulate(np.flip(missing, axis=1), axis=1), axis=1)
+
+
 def read_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query ids (Q,) int64, neighbour ids (Q, k) int64, scores (Q, k) float32) from write_table's file."""
+    """(query ids (Q,) int64, neighbour ids (Q, k) int64, scores (Q, k) float32) from write_table's file.
+
+    A neighbour id -1 means "none" and may only pad a row's tail (an approximate index that found
+    fewer than k, a group smaller than k in the oracle table); a -1 followed by a real id, or any
+    other negative id, is an error naming the file and query."""
     t = pq.read_table(path, schema=TABLE_SCHEMA)
     query = t.column("query").to_numpy().astype(np.int64)
     rank = t.column("rank").to_numpy()
@@ -453,5 +517,9 @@ def read_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not (query2 == query2[:, :1]).all():
         raise ValueError(f"{path}: a query's rows are not contiguous")
     ids = t.column("neighbor").to_numpy().astype(np.int64).reshape(q, k)
+    rows = np.flatnonzero((ids < 0).any(axis=1))  # usually none: the padding check only reads those rows
+    bad = rows[((ids[rows] < 0) & ~trailing_padding(ids[rows])).any(axis=1)]
+    if bad.size:
+        raise ValueError(f"{path}: query {query2[bad[0], 0]}: negative neighbour ids other than -1 padding at the row's tail")
     scores = t.column("score").to_numpy().astype(np.float32).reshape(q, k)
     return query2[:, 0].copy(), ids, scores

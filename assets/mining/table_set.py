@@ -5,8 +5,11 @@ configured splits that have both (text only for audio-only datasets), pools each
 image vector (middle frame or mean of frames) and one text vector (mean or first caption),
 mines the tables (`assets.mining.neighbor_tables.mine_tables`) and returns the summary the UI
 shows (the top-K similarity curve, the batch statistic, examples, the teacher's zero-shot R@1).
+Where the dataset declares semantic keys (`assets.ingest.semantic_keys`), the set also holds the
+`oracle` table and the summary scores every table's false negatives against the keys
+(`assets.mining.false_negatives`); the keys are part of the fingerprint.
 
-Layout: `<cache>/<dataset>/neighbor_tables/<fingerprint>/{clips,org,t2t,t2i,i2t,i2i}.parquet`
+Layout: `<cache>/<dataset>/neighbor_tables/<fingerprint>/{clips,org,t2t,t2i,i2t,i2i,oracle}.parquet`
 plus `summary.json`; `<cache>/<dataset>/neighbor_tables/current.json` names the complete
 set in use and is replaced atomically only after every table is written, so an interrupted
 run leaves the previous set in use. `clips.parquet` maps table row -> clip_id, split, shard
@@ -28,11 +31,14 @@ import pyarrow.parquet as pq
 from assets.core.atomic_io import read_parquet_metadata, write_json_atomic, write_parquet_atomic
 from assets.core.markdown import markdown_table
 from assets.core.plots import figure_png, png_markdown, subplots
+from assets.ingest.semantic_keys import group_ids
 from assets.mining.embedding_store import pool, read_embeddings
+from assets.mining.false_negatives import same_key_batch_share
 from assets.mining.neighbor_search import SearchParams
-from assets.mining.neighbor_tables import CROSS_TABLES, TABLES, MiningParams, mine_tables, zero_shot_r1
+from assets.mining.neighbor_tables import CROSS_TABLES, MiningParams, mine_tables, tables_for, zero_shot_r1
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: exact ties broken by a seeded order of the keys; oracle table and false-negative scores
+SAME_KEY_BATCHES = (64, 128)  # same_key_in_batch_of_<B>: the exact share of clips meeting a same-key clip
 _SEARCH, _MINING = SearchParams(), MiningParams()
 CHOICES = {"image_pooling": ("middle", "mean"), "text_pooling": ("mean", "first"), "index": ("flat", "ivf", "hnsw"),
            "use_gpu": ("auto", "yes", "no")}
@@ -42,7 +48,7 @@ CHOICES = {"image_pooling": ("middle", "mean"), "text_pooling": ("mean", "first"
 class TableSetParams:
     k_max: int = _SEARCH.k  # neighbours per query (seed 000's k-ablation: 10 ... 1000); capped at clips - 1
     splits: tuple[str, ...] = ("train", "balanced_train", "unbalanced_train")  # clips mined (queries = keys)
-    tables: tuple[str, ...] = TABLES
+    tables: tuple[str, ...] = ()  # none named: every table the data allows (oracle only with semantic keys)
     image_pooling: str = "middle"  # which image stands for a clip: middle (frame L // 2) | mean (of its frames)
     text_pooling: str = "mean"  # several captions: mean | first
     index: str = _SEARCH.index  # flat (exact) | ivf | hnsw (approximate; recall@k against exact is measured)
@@ -65,9 +71,6 @@ class TableSetParams:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"neighbor_tables config: {name}={getattr(self, name)!r}; choose from {list(allowed)}")
-        unknown = set(self.tables) - set(TABLES)
-        if unknown:
-            raise ValueError(f"neighbor_tables config: unknown table(s) {sorted(unknown)}; choose from {list(TABLES)}")
         if not 1 <= self.k_max <= 32768:
             raise ValueError(f"neighbor_tables config: k_max={self.k_max}; must be in [1, 32768]")
 
@@ -81,10 +84,12 @@ class TableSetParams:
             recall_queries=self.recall_queries, examples=self.examples, seed=self.seed)
 
 
-def table_set_fingerprint(paths: list[Path], params: TableSetParams) -> str:
-    """What the set depends on: the code, every parameter and every input file's fingerprint."""
+def table_set_fingerprint(paths: list[Path], params: TableSetParams, keys: dict[str, str] | None = None) -> str:
+    """What the set depends on: the code, every parameter, every input file's fingerprint and the
+    semantic keys' content (a changed key file rebuilds; a reordered one does not)."""
     parts = {"code": CODE_VERSION, "config": asdict(params),
-             "inputs": [read_parquet_metadata(p)["clipkt.fingerprint"] for p in paths]}
+             "inputs": [read_parquet_metadata(p)["clipkt.fingerprint"] for p in paths],
+             "keys": None if keys is None else hashlib.sha256(json.dumps(sorted(keys.items())).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -122,16 +127,21 @@ def load_clip_vectors(paths_text: list, paths_image: list | None, image_pooling:
 
 
 def build_table_set(dataset: str, text_paths: list[Path], image_paths: list[Path] | None, root: Path,
-                    params: TableSetParams, log=print) -> tuple[Path, bool]:
+                    params: TableSetParams, log=print, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
     """Build the set in `root/<fingerprint>/` and make it current, unless it already is.
+    keys: the dataset's semantic keys {clip_id: key} (`load_semantic_keys`), None without.
     Returns (the set's directory, whether it was up to date). Earlier sets are removed."""
-    fingerprint = table_set_fingerprint([*text_paths, *(image_paths or [])], params)
+    try:  # unknown names, or oracle without keys: before any work
+        tables_for(params.tables, image_paths is not None, keys is not None)
+    except ValueError as e:
+        raise ValueError(f"{dataset} neighbor_tables config: tables={list(params.tables)}: {e}") from e
+    fingerprint = table_set_fingerprint([*text_paths, *(image_paths or [])], params, keys)
     out_dir = root / fingerprint
     current = root / "current.json"
     if (out_dir / "summary.json").exists() and current.exists() and \
             json.loads(current.read_text())["fingerprint"] == fingerprint:
         return out_dir, True
-    summary = _mine(dataset, text_paths, image_paths, out_dir, params, log)
+    summary = _mine(dataset, text_paths, image_paths, out_dir, params, log, keys)
     write_json_atomic(out_dir / "summary.json", summary, sort_keys=False)
     write_json_atomic(current, {"fingerprint": fingerprint}, indent=None, sort_keys=False)
     for old in root.iterdir():  # earlier sets (and leftovers of interrupted runs)
@@ -146,21 +156,23 @@ def read_summary(out_dir: Path) -> dict:
 
 
 def _mine(dataset: str, text_paths: list[Path], image_paths: list[Path] | None, out_dir: Path,
-          params: TableSetParams, log) -> dict:
+          params: TableSetParams, log, keys: dict[str, str] | None) -> dict:
     clips, images, texts, skipped = load_clip_vectors(text_paths, image_paths, params.image_pooling, params.text_pooling)
     split = np.asarray(clips.column("split").to_pylist(), dtype=object)
     mined = np.flatnonzero(np.isin(split, params.splits))
     if len(mined) < 2:
         raise ValueError(f"{dataset}: {len(mined)} clips with embeddings in splits {list(params.splits)}: nothing to mine")
     texts_of = clips.column("text").to_pylist()
+    mined_ids = clips.column("clip_id").take(mined).to_pylist()
+    groups = None if keys is None else group_ids(mined_ids, keys)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     write_parquet_atomic(clips.take(mined).add_column(0, "row", pa.array(np.arange(len(mined), dtype=np.int32))),
                          out_dir / "clips.parquet", {"clipkt.dataset": dataset})
     summaries = mine_tables(None if images is None else images[mined], texts[mined], out_dir, params.mining(),
-                            tuple(params.tables), log=log)
+                            tuple(params.tables), groups, log=log)
     meta = _summary_metadata(params, summaries, out_dir, skipped, has_images=image_paths is not None,
-                             mined_texts=[texts_of[i] for i in mined])
+                             mined_texts=[texts_of[i] for i in mined], groups=groups)
     held = np.flatnonzero(np.isin(split, params.zero_shot_splits))[:params.zero_shot_clips]
     if images is not None and len(held) >= 2:
         z = zero_shot_r1(images[held], texts[held], [texts_of[i] for i in held])
@@ -170,8 +182,9 @@ def _mine(dataset: str, text_paths: list[Path], image_paths: list[Path] | None, 
 
 
 def _summary_metadata(params: TableSetParams, summaries: dict, out_dir: Path, skipped: dict, has_images: bool,
-                      mined_texts: list[str]) -> dict:
-    """What the UI shows of a freshly mined set (markdown and plots as strings)."""
+                      mined_texts: list[str], groups: np.ndarray | None) -> dict:
+    """What the UI shows of a freshly mined set (markdown and plots as strings); with semantic
+    keys (groups: the mined clips' group ids) also the false-negative scores."""
     cross = [s for s in summaries.values() if s.name in CROSS_TABLES]
     meta: dict = {
         "clips": len(mined_texts), "k": max((s.k for s in cross), default=0), "splits": list(params.splits),
@@ -185,6 +198,9 @@ def _summary_metadata(params: TableSetParams, summaries: dict, out_dir: Path, sk
         meta["similarity_curve"] = (png_markdown(_curve_plot(cross), "average of the top-K similarity") + "\n\n"
                                     + markdown_table([{"table": s.name} | {f"K={K}": round(v, 4) for K, v in s.curve.items()}
                                                       for s in cross]))
+    if groups is not None:
+        meta["key_false_negatives"] = _key_metrics_md([s for s in summaries.values() if s.key_metrics])
+    if cross:
         meta["batch_fraction"] = (f"Fraction of clips with at least one of their top-{params.false_negative_k} "
                                   "neighbours in a random batch of B (would-be false negatives)\n\n"
                                   + markdown_table([{"table": s.name} | {f"B={b}": round(f, 3) for b, f in s.batch_fraction.items()}
@@ -193,10 +209,31 @@ def _summary_metadata(params: TableSetParams, summaries: dict, out_dir: Path, sk
         meta["false_negative_k"] = params.false_negative_k
         meta["same_neighbour_in_batch_of_128"] = {s.name: round(s.batch_fraction[128], 4)
                                                   for s in cross if 128 in s.batch_fraction}
+    if groups is not None:
+        for b in sorted(SAME_KEY_BATCHES, reverse=True):
+            if b <= len(groups):
+                meta[f"same_key_in_batch_of_{b}"] = round(same_key_batch_share(groups, b), 4)
+        sizes = np.bincount(groups[groups >= 0])
+        meta["distinct_keys"], meta["singleton_keys"] = int((sizes > 0).sum()), int((sizes == 1).sum())
+        meta["clips_without_key"] = int((groups < 0).sum())
     if params.index != "flat":
         meta["approx_recall"] = markdown_table([{"table": s.name, f"recall@{s.k}": round(s.recall, 4),
                                                  "queries": min(len(mined_texts), params.recall_queries)} for s in cross])
     return meta
+
+
+def _key_metrics_md(summaries) -> str:
+    """Each table's false-negative recall and precision with their ceilings, one row per table."""
+    rows = []
+    for s in summaries:
+        row = {"table": s.name}
+        for K, m in s.key_metrics.items():
+            row |= {f"R@{K}": round(m["recall"], 4), f"R@{K} ceiling": round(m["recall_ceiling"], 4),
+                    f"P@{K}": round(m["precision"], 4), f"P@{K} ceiling": round(m["precision_ceiling"], 4)}
+        rows.append(row | {"queries": next(iter(s.key_metrics.values()))["queries"]})
+    return ("Neighbours that share the query clip's semantic key (true false negatives): R@k = share of the "
+            "clip's same-key clips among its top k, P@k = share of its top k with its key; a ceiling is the best "
+            "any table can reach given the key group sizes (the oracle reaches it)\n\n" + markdown_table(rows))
 
 
 def _curve_plot(summaries) -> bytes:

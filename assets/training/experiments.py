@@ -9,7 +9,7 @@
     stage: audio_image               # audio_image | audio_text (seed 001 II-D fine-tuning)
     init_from: null                  # audio_text: the audio_image experiment whose weights start it
     model: {kind: davenet}           # audio_vit | davenet, plus their knobs (see ModelSpec)
-    loss: {kind: mined, tables: [org, t2t, i2t], k: 10}
+    loss: {kind: mined, mode: pairs, tables: [org, t2t, i2t], k: 10, partner_share: 0.5}
     frames: {strategy: random}       # random | nearest (+ nearest_start_epoch) | multiframe
     optim: {optimizer: lars, lr_weights: 0.2, lr_biases: 4.8e-3, warmup_epochs: 10}
     epochs: 30
@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from assets.core.project_dirs import experiments_dir
-from losses.mined_positives import MINED_TABLES
+from losses.mined_positives import MINED_TABLES, MODES
 
 STAGES = ("audio_image", "audio_text")
 MODEL_KINDS = ("audio_vit", "davenet")
@@ -58,15 +58,19 @@ class ModelSpec:
     patch: tuple[int, int] | None = None
     stride: tuple[int, int] = (16, 24)
     layers: int | None = None
-    # davenet (log-mel speech input): channel width multiplier
+    # davenet (log-mel speech input): channel width multiplier; trim_padding: cut each batch after its
+    # longest caption (+ the receptive field) instead of running on the cache's 2048 frames (models/davenet.py)
     width: float = 1.0
+    trim_padding: bool = False
 
 
 @dataclass(frozen=True)
 class LossSpec:
     kind: str = "infonce"  # infonce: the diagonal only; mined: + neighbours from `tables` at top-k
-    tables: tuple[str, ...] = ("org",)
+    mode: str = "pairs"  # mined: pairs (the slides' directional <image, caption> pairs) | mask (symmetric in-batch)
+    tables: tuple[str, ...] = ("org",)  # org, t2t, t2i, i2t, i2i, oracle (SynthAV's same-key clips)
     k: int = 10
+    partner_share: float = 0.5  # pairs: share of a batch's anchors that get one mined partner sampled into it
     temperature: float = 0.07  # initial; CLIP's
     learnable_temperature: bool = True
 
@@ -242,6 +246,10 @@ def validate(exp: Experiment) -> None:
         fail("loss.kind mined needs at least one of t2t, t2i, i2t, i2i in loss.tables (org alone is plain InfoNCE)")
     if exp.loss.k < 1:
         fail(f"loss.k must be >= 1, got {exp.loss.k}")
+    if exp.loss.mode not in MODES:
+        fail(f"loss.mode must be one of {MODES}, got {exp.loss.mode!r}")
+    if not 0.0 <= exp.loss.partner_share <= 1.0:
+        fail(f"loss.partner_share must be in [0, 1], got {exp.loss.partner_share}")
     if exp.frames.strategy not in FRAME_STRATEGIES:
         fail(f"frames.strategy must be one of {FRAME_STRATEGIES}, got {exp.frames.strategy!r}")
     if exp.stage == "audio_text":
@@ -249,6 +257,8 @@ def validate(exp: Experiment) -> None:
             fail("audio_text fine-tuning uses loss.kind infonce (seed 001 eq. 5)")
         if exp.frames.strategy != "random":
             fail("frames.strategy applies to audio_image experiments only")
+    if exp.model.trim_padding and exp.model.kind != "davenet":
+        fail("model.trim_padding applies to davenet only (the audio ViT's input length is fixed)")
     if exp.model.kind == "davenet" and exp.frames.strategy == "multiframe":
         fail("multiframe needs per-segment audio embeddings, which only audio_vit provides")
     if exp.optim.optimizer not in ("lars", "adamw"):

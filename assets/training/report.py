@@ -32,7 +32,7 @@ def report_rows(docs: list[dict]) -> list[dict]:
     for d in sorted(docs, key=lambda d: (d["dataset"], d["stage"], d["experiment"])):
         row = {"experiment": d["experiment"], "dataset": d["dataset"], "stage": d["stage"], "model": d["model"],
                "frames": d["frames"] + (f" (n={d['nearest_start_epoch']})" if d.get("nearest_start_epoch") is not None else ""),
-               "loss": d["loss"], "k": d["k"], "seeds": len(d["seeds"]), "eval_clips": d["eval"]["clips"],
+               "loss": d["loss"], "mode": d.get("mode"), "k": d["k"], "seeds": len(d["seeds"]), "eval_clips": d["eval"]["clips"],
                "description": d.get("description", ""), "tags": list(d.get("tags", []))}
         for t in ALL_TABLES:
             row[t] = t in d["tables"]
@@ -69,12 +69,12 @@ def markdown_report(rows: list[dict]) -> str:
         directions = [d for d in DIRECTIONS if any(r[f"{d} R@1"] is not None for r in group)]
         out.append(f"### {dataset} ({stage.replace('_', '-')}), {group[0]['eval_clips']} evaluation clips, "
                    f"R@k in %, chance R@10 {group[0]['chance R@10']:.1f}")
-        head = ["experiment", "frames", "k", *(t if t == "org" else t.upper() for t in ALL_TABLES),
+        head = ["experiment", "frames", "mode", "k", *(t if t == "org" else t.upper() for t in ALL_TABLES),
                 *(f"{d} {k}" for d in directions for k in KS)]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in group:
-            cells = [r["experiment"], r["frames"], "–" if r["k"] is None else str(r["k"]),
+            cells = [r["experiment"], r["frames"], r["mode"] or "–", "–" if r["k"] is None else str(r["k"]),
                      *("✓" if r[t] else "✗" for t in ALL_TABLES),
                      *(_cell(r, f"{d} {k}", r["seeds"]) for d in directions for k in KS)]
             out.append("| " + " | ".join(cells) + " |")
@@ -214,7 +214,18 @@ def encoder_summary(exp: Experiment, dataset: str, seeds: list[int], runs: dict[
         "runs": run_table(runs),
         "curves": png_markdown(curves_plot(runs), "loss and validation recall per epoch"),
         "data_wait_fraction": float(np.mean([r["data_wait_fraction"] for run in runs.values() for r in run["history"]])),
+        "batch_positives": batch_positive_means(runs),
     }
+
+
+def batch_positive_means(runs: dict[int, dict]) -> dict[str, float]:
+    """`assets.training.batch_stats`' figures, averaged over every epoch of every seed (those recorded)."""
+    out = {}
+    for key in ("mined_positive_share", "mined_positives_per_row", "same_key_share", "mined_precision"):
+        values = [r[key] for run in runs.values() for r in run["history"] if r.get(key) is not None]
+        if values:
+            out[key] = round(float(np.mean(values)), 4)
+    return out
 
 
 def metrics_summary(doc: dict, skipped: bool, path: Path) -> dict:

@@ -36,6 +36,7 @@ from assets.caches.fbank_stats import Normaliser, load_fbank_stats
 from assets.core.atomic_io import write_json_atomic
 from assets.core.device import resolve_device
 from assets.ingest.dataset_config import DatasetConfig
+from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
 from assets.training.data import ClipSet, load_clips, seeded_subset
 from assets.training.evaluation import SIMILARITY_NAMES, embed_clips, retrieval_report
@@ -136,20 +137,21 @@ def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subs
 def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None) -> TrainInputs:
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
     train = load_clips_cached(cache, ds, src, exp.train.splits, (exp.train.max_clips, exp.train.subset_seed), memory_gb)
-    neighbours = table_rows = shortfall = None
+    neighbours = shortfall = None
     if exp.loss.kind == "mined":
-        neighbours, table_rows = _neighbour_inputs(cache, ds, exp, train)
-        covered = table_rows >= 0
-        shortfall = {t: int((ids[table_rows[covered]] < 0).any(axis=1).sum()) + int((~covered).sum())
-                     for t, ids in neighbours.items()}
+        neighbours = _neighbour_inputs(cache, ds, exp, train)
+        shortfall = {t: int((ids < 0).any(axis=1).sum()) for t, ids in neighbours.items()}
+    keys = load_semantic_keys(ds)
+    groups = None if keys is None else group_ids(train.clip_ids, keys)
     val, label = _validation_clips(cache, ds, src, exp, train)
-    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, table_rows, val, label, shortfall)
+    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups)
 
 
-def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet) -> tuple[dict, np.ndarray]:
-    """Per chosen table, each table row's first k neighbours among the clips being trained on (the
-    tables are mined over every training clip; a subset run, seed 000 Tables 3-4, keeps the
-    neighbours inside its subset in rank order), and each training clip's table row."""
+def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet) -> dict[str, np.ndarray]:
+    """Per chosen table, each training clip's first k neighbours among the clips being trained on, as
+    training-clip rows ((N, k), -1 where fewer remain or the tables do not cover the clip). The tables
+    are mined over every training clip; a subset run (seed 000 Tables 3-4) keeps the neighbours inside
+    its subset in rank order."""
     try:
         tables_dir = cache.current_neighbor_tables(ds.name)
     except FileNotFoundError as e:
@@ -158,8 +160,9 @@ def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet)
     clip_ids = pq.read_table(tables_dir / "clips.parquet", columns=["clip_id"]).column("clip_id").to_pylist()
     row_of = {c: i for i, c in enumerate(clip_ids)}
     table_rows = np.asarray([row_of.get(c, -1) for c in train.clip_ids], np.int64)
-    in_train = np.zeros(len(clip_ids), dtype=bool)
-    in_train[table_rows[table_rows >= 0]] = True
+    covered = table_rows >= 0
+    train_row = np.full(len(clip_ids) + 1, -1, np.int64)  # table row -> training row; slot -1: none
+    train_row[table_rows[covered]] = np.flatnonzero(covered)
     neighbours = {}
     for t in exp.loss.tables:
         if t == "org":
@@ -167,13 +170,17 @@ def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet)
         path = tables_dir / f"{t}.parquet"
         if not path.exists():
             raise FileNotFoundError(f"{exp.path}: table {t} was not mined for {ds.name} ({path} missing); "
-                                    "add it to neighbor_tables' `tables`")
+                                    + ("declare the dataset's semantic_keys" if t == "oracle"
+                                       else "add it to neighbor_tables' `tables`"))
         _, ids, _ = read_table(path)
         if exp.loss.k > ids.shape[1]:
             raise ValueError(f"{exp.path}: loss.k={exp.loss.k} but {ds.name}'s {t} table holds {ids.shape[1]} "
                              f"neighbours per clip; re-materialise neighbor_tables with k_max >= {exp.loss.k}")
-        neighbours[t] = neighbours_within(ids, in_train, exp.loss.k)
-    return neighbours, table_rows
+        within = neighbours_within(ids, train_row[:-1] >= 0, exp.loss.k)  # (table rows, k) of table rows
+        rows = np.full((len(train), exp.loss.k), -1, np.int32)  # 4 bytes: 100K clips x k=1000 x 5 tables = 2 GB
+        rows[covered] = train_row[within[table_rows[covered]]]  # -1 stays -1 (slot -1)
+        neighbours[t] = rows
+    return neighbours
 
 
 def neighbours_within(ids: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
@@ -197,7 +204,8 @@ def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
     m = exp.model
     visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
     return build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
-                               patch=m.patch, stride=m.stride, layers=m.layers, width=m.width)
+                               patch=m.patch, stride=m.stride, layers=m.layers, width=m.width,
+                               trim_padding=m.trim_padding)
 
 
 def embedding_dim(clips: ClipSet) -> int:
@@ -327,7 +335,8 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
         "experiment": exp.name, "dataset": ds.name, "description": exp.description, "tags": list(exp.tags),
         "stage": exp.stage, "model": exp.model.kind, "frames": exp.frames.strategy,
         "nearest_start_epoch": exp.frames.nearest_start_epoch if exp.frames.strategy == "nearest" else None,
-        "loss": exp.loss.kind, "tables": sorted(exp.table_set), "k": exp.loss.k if exp.loss.kind == "mined" else None,
+        "loss": exp.loss.kind, "mode": exp.loss.mode if exp.loss.kind == "mined" else None,
+        "tables": sorted(exp.table_set), "k": exp.loss.k if exp.loss.kind == "mined" else None,
         "seeds": sorted(per_seed), "fingerprints": {str(s): exp.fingerprint(s) for s in sorted(per_seed)},
         "eval": {"split": exp.eval.split, "clips": len(clips), "seed": exp.eval.seed, "requested": exp.eval.size,
                  "queries": {d: first[d]["queries"] for d in first},

@@ -39,7 +39,9 @@ from assets.core.device import autocast, enable_tf32, grad_scaler
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.training.data import Batch, BatchLoader, ClipSet
 from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
+from assets.training.batch_stats import BatchPositiveStats
 from assets.training.experiments import Experiment
+from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
@@ -53,11 +55,11 @@ RUN_FILE = "run.json"
 class TrainInputs:
     train: ClipSet
     normalise: Normaliser
-    neighbours: dict[str, np.ndarray] | None = None  # table -> (table rows, k_max) neighbour rows (mined loss)
-    table_rows: np.ndarray | None = None  # (N,) each training clip's row in the neighbour tables
+    neighbours: dict[str, np.ndarray] | None = None  # table -> (N, k) top-k neighbours as training rows (mined loss)
     val: ClipSet | None = None  # per-epoch retrieval curve
     val_label: str = ""
     neighbour_shortfall: dict[str, int] | None = None  # per table: training clips with fewer than k neighbours
+    groups: np.ndarray | None = None  # (N,) semantic key id per training clip (SynthAV's ground truth), -1: none
 
 
 def make_loss(exp: Experiment) -> nn.Module:
@@ -96,7 +98,7 @@ class Trainer:
         n, b = len(inputs.train), exp.batch_size
         if n < b:
             raise ValueError(f"{exp.name}: {n} training clips, fewer than one batch of {b}; lower batch_size")
-        if exp.loss.kind == "mined" and (inputs.neighbours is None or inputs.table_rows is None):
+        if exp.loss.kind == "mined" and inputs.neighbours is None:
             raise ValueError(f"{exp.name}: the mined loss needs neighbour tables")
         if exp.stage == "audio_image" and inputs.train.frames is None:
             raise ValueError(f"{exp.name}: audio-image training needs the teacher's frame embeddings")
@@ -112,6 +114,10 @@ class Trainer:
         self.scaler = grad_scaler(device)
         self.segments = _segments(exp, inputs)
         self.loader_workers = loader_workers(exp.train.num_workers, device)
+        self.pair_batches = (MinedPairBatches(n, b, inputs.neighbours, exp.loss.tables, exp.loss.k,
+                                              exp.loss.partner_share, seed)
+                             if exp.loss.kind == "mined" and exp.loss.mode == "pairs" else None)
+        self.batch_stats = BatchPositiveStats()
         self.history: list[dict] = []
 
     # -- one step --------------------------------------------------------------------------
@@ -130,12 +136,20 @@ class Trainer:
         else:
             sim = random_frame_similarity(audio, batch.frames, gen)
         loss_fn = self.modules["loss"]
+        mask = self._positives(batch.index.numpy())
         if exp.loss.kind == "mined":
-            rows = self.inputs.table_rows[batch.index.numpy()]
-            tables = [t for t in exp.loss.tables if t != "org"]
-            mask = positive_mask(rows, self.inputs.neighbours, tables, exp.loss.k).to(sim.device)
-            return loss_fn(sim, mask)
+            return loss_fn(sim, mask.to(sim.device))
         return loss_fn(sim)
+
+    def _positives(self, rows: np.ndarray) -> torch.Tensor:
+        """The batch's positive mask (the identity for InfoNCE), recorded in the epoch's batch statistics."""
+        exp = self.exp
+        if exp.loss.kind == "mined":
+            mask = positive_mask(exp.loss.mode, rows, self.inputs.neighbours, exp.loss.tables, exp.loss.k)
+        else:
+            mask = torch.eye(len(rows), dtype=torch.bool)
+        self.batch_stats.add(mask.numpy(), None if self.inputs.groups is None else self.inputs.groups[rows])
+        return mask
 
     def _step(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
@@ -174,9 +188,16 @@ class Trainer:
         direction = "A->T" if self.exp.stage == "audio_text" else "A->I"
         return {f"val_{direction}_R@1": report[direction]["R@1"], f"val_{direction}_R@10": report[direction]["R@10"]}
 
+    def _order(self, epoch: int) -> np.ndarray:
+        """The epoch's training rows, batch_size per batch: mined partners sampled in (pairs mode), else random."""
+        if self.pair_batches is not None:
+            return self.pair_batches.epoch(epoch)
+        return np.random.default_rng((self.seed, epoch)).permutation(len(self.inputs.train))
+
     def _epoch(self, epoch: int) -> dict:
         exp, train = self.exp, self.inputs.train
-        order = np.random.default_rng((self.seed, epoch)).permutation(len(train))
+        order = self._order(epoch)
+        self.batch_stats = BatchPositiveStats()
         loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
                              workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -194,7 +215,7 @@ class Trainer:
                "steps_per_s": len(loader) / seconds, "data_wait_fraction": loader.wait_seconds / seconds,
                "lr_weights": self.optimizer.param_groups[0]["lr"],
                "temperature": float(1 / self.modules["loss"].scale().detach())}
-        return row | self._validate()
+        return row | self.batch_stats.summary() | self._validate()
 
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train (resuming from the newest checkpoint); returns the run summary written to run.json.

@@ -3,7 +3,7 @@
 Each `make_*` function renders one item from its own random stream, writes its
 media files under the dataset directory and returns the metadata row(s) the
 dataset's index file will hold. The `write_*` functions write those index files in
-the exact formats the real datasets ship.
+the exact formats the real datasets ship, and SynthAV's own file of semantic keys.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from data.synthav import media_io, render
-from data.synthav.world import CLASSES, SCENES, clip_rng, describe, sample_clip, youtube_id
+from data.synthav.world import (CLASSES, DENSITIES, SCENES, ClipSpec, clip_rng, describe, sample_clip, semantic_key,
+                                 youtube_id)
 
 SAMPLE_RATE = 16000
 
@@ -29,6 +30,26 @@ class RenderSettings:
     height: int = 120  # 4:3 frames, so the teacher's centre crop has work to do
     width: int = 160
     image_size: int = 256  # Places images are 256x256
+    density: str = "varied"  # world.DENSITIES preset; the generator sets it per dataset
+
+
+# Per dataset: the prefix of its items' random streams and how many events its clips hold.
+CLIP_DRAWS: dict[str, tuple[str, dict]] = {
+    "vggsound": ("vgg", {"max_events": 1, "p_still": 0.03}),
+    "audioset": ("aus", {"max_events": 2, "p_second": 0.4}),
+    "audiocaps": ("acp", {"max_events": 2, "p_second": 0.3}),
+    "places": ("plc", {"max_events": 2, "p_second": 0.5}),
+}
+
+
+def item_clip(dataset: str, rs: RenderSettings, split: str, index: int,
+              defect: str = "") -> tuple[ClipSpec, np.random.Generator]:
+    """An item's clip spec, and its random stream positioned after it (the maker draws the
+    rest of the item from it). Sampling specs alone is cheap, so the calibration measures
+    the generated data's semantic keys through here without rendering anything."""
+    prefix, draws = CLIP_DRAWS[dataset]
+    rng = clip_rng(rs.seed, f"{prefix}{split}{defect}", index)
+    return sample_clip(rng, density=DENSITIES[rs.density], **draws), rng
 
 
 # --------------------------------------------------------------------------- video datasets
@@ -46,26 +67,25 @@ def _clip_bytes(spec, rs: RenderSettings, seconds: float | None = None,
 
 def make_vggsound(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
     """A VGGSound row (ytid, start_seconds, label, split) and video/{ytid}_{start:06d}.mp4."""
-    rng = clip_rng(rs.seed, f"vgg{split}{defect}", index)
-    spec = sample_clip(rng, max_events=1, p_still=0.03)
+    spec, rng = item_clip("vggsound", rs, split, index, defect)
     ytid, start = youtube_id(rng), int(rng.integers(0, 300))
     path = root / "video" / f"{ytid}_{start:06d}.mp4"
     _write_media(path, spec, rs, defect, rng)
     return {"ytid": ytid, "start": start, "label": CLASSES[spec.events[0].cls].label, "split": split,
-            "still": spec.still, "defect": defect}
+            "still": spec.still, "defect": defect, "key": semantic_key(spec)}
 
 
 def make_audioset(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
     """An AudioSet segment row and {split}/Y{ytid}.mp4; one or two labelled events."""
-    rng = clip_rng(rs.seed, f"aus{split}{defect}", index)
-    spec = sample_clip(rng, max_events=2, p_second=0.4)
+    spec, rng = item_clip("audioset", rs, split, index, defect)
     ytid, start = youtube_id(rng), float(rng.integers(0, 30)) * 10.0
     # About 10% of AudioSet rows have no video any more (18% in the real release).
     if not defect and rng.random() < 0.1:
         defect = "missing"
     _write_media(root / split / f"Y{ytid}.mp4", spec, rs, defect, rng)
     return {"ytid": ytid, "start": start, "end": start + 10.0,
-            "mids": [CLASSES[c].mid for c in spec.classes], "split": split, "defect": defect}
+            "mids": [CLASSES[c].mid for c in spec.classes], "split": split, "defect": defect,
+            "key": semantic_key(spec)}
 
 
 def _write_media(path: Path, spec, rs: RenderSettings, defect: str, rng: np.random.Generator) -> None:
@@ -89,27 +109,28 @@ def _write_media(path: Path, spec, rs: RenderSettings, defect: str, rng: np.rand
 
 def make_audiocaps(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
     """AudioCaps rows (one caption per train clip, five per val/test clip) and audio/{split}/Y{ytid}.wav."""
-    rng = clip_rng(rs.seed, f"acp{split}{defect}", index)
-    spec = sample_clip(rng, max_events=2, p_second=0.3)
+    spec, rng = item_clip("audiocaps", rs, split, index, defect)
+    density = DENSITIES[rs.density]
     ytid, start = youtube_id(rng), int(rng.integers(0, 30)) * 10
     n_captions = 1 if split == "train" else 5
-    first_style = int(rng.integers(5))
-    captions = [describe(spec, rng, style=first_style + k) for k in range(n_captions)]
+    first_style = int(rng.integers(len(density.templates)))
+    captions = [describe(spec, rng, style=first_style + k, density=density) for k in range(n_captions)]
     path = root / "audio" / split / f"Y{ytid}.wav"
     if defect == "short":
         media_io.write_wav(path, render.render_audio(spec, SAMPLE_RATE, seconds=3.0), SAMPLE_RATE)
     elif defect not in ("missing", "malformed"):
         media_io.write_wav(path, render.render_audio(spec, SAMPLE_RATE), SAMPLE_RATE)
-    return {"ytid": ytid, "start": start, "captions": captions, "split": split, "defect": defect}
+    return {"ytid": ytid, "start": start, "captions": captions, "split": split, "defect": defect,
+            "key": semantic_key(spec)}
 
 
 def make_places(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
     """A Places-audio-captions entry: a 256x256 jpg and a spoken caption wav (espeak-ng)."""
     from data.synthav.speech import synthesize  # loads libespeak-ng; only Places needs it
 
-    rng = clip_rng(rs.seed, f"plc{split}{defect}", index)
-    spec = sample_clip(rng, max_events=2, p_second=0.5)
-    text = describe(spec, rng, style=int(rng.integers(5)))
+    spec, rng = item_clip("places", rs, split, index, defect)
+    density = DENSITIES[rs.density]
+    text = describe(spec, rng, style=int(rng.integers(len(density.templates))), density=density)
     speaker = f"A{int(rng.integers(16)):02d}SPK"
     scene = SCENES[spec.scene][0]
     token = rng.bytes(6).hex().upper()
@@ -135,7 +156,7 @@ def make_places(root: Path, rs: RenderSettings, split: str, index: int, defect: 
     entry = {"uttid": f"{speaker}-GSUN_{token}", "speaker": speaker, "asr_text": text, "wav": wav, "image": image}
     if defect == "malformed":
         del entry["wav"]
-    return {"entry": entry, "split": split, "defect": defect}
+    return {"entry": entry, "split": split, "defect": defect, "key": semantic_key(spec)}
 
 
 def split_offset(split: str) -> int:
@@ -205,3 +226,28 @@ def write_places_json(path: Path, rows: list[dict]) -> None:
     """{"image_base_path", "audio_base_path", "data": [...]}, bases relative to the dataset root."""
     doc = {"image_base_path": "images", "audio_base_path": "audio", "data": [r["entry"] for r in rows]}
     media_io.write_bytes(path, json.dumps(doc, indent=1).encode())
+
+
+def clip_id(dataset: str, row: dict) -> str:
+    """The id assets.ingest.dataset_formats gives the clip of a maker's row."""
+    if dataset == "places":
+        return row["entry"]["uttid"]
+    if dataset == "vggsound":
+        return f"{row['ytid']}_{int(row['start']):06d}"
+    return f"{row['ytid']}_{int(round(row['start'] * 1000))}"  # audioset, audiocaps
+
+
+def write_keys_csv(path: Path, dataset: str, rows: list[dict]) -> None:
+    """`clip_id,key`: each item's world.semantic_key under the clip id the manifest gives it.
+
+    Not a real dataset file: ground truth the pipeline joins on clip_id (an oracle of
+    which clips are about the same thing). Items whose metadata line is deliberately
+    malformed or whose path escapes the root have no clip to join, so no row.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["clip_id", "key"])
+    for r in rows:
+        if r["defect"] not in ("malformed", "escape"):
+            writer.writerow([clip_id(dataset, r), r["key"]])
+    media_io.write_bytes(path, buffer.getvalue().encode())

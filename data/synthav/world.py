@@ -9,6 +9,9 @@ seeds' methods meaningful on this data:
   colour sets the pitch, its size the loudness, the scene the ambience;
 - events localised in time: the object is on screen only while it sounds, so with
   4 frames ~3.3 s apart only some frames show it (seed 001).
+
+A `Density` preset sets how many distinct semantic keys (`semantic_key`) the clips of a
+dataset spread over, so how often a batch holds two clips about the same thing.
 """
 
 from __future__ import annotations
@@ -74,6 +77,56 @@ SCENES: tuple[tuple[str, tuple[int, int, int], tuple[int, int, int], tuple[float
 
 CLIP_SECONDS = 10.0
 
+# Caption phrasings (see describe). Some leave out the colour or the size, as people do.
+VARIED_TEMPLATES: tuple[str, ...] = (
+    "a {size} {colour} {noun} {verb} in the {scene}",
+    "in the {scene} a {colour} {noun} {verb}",
+    "you can hear a {size} {noun} that {verb} near the {scene}",
+    "there is a {size} {colour} {noun} in a {scene}",
+    "a {noun} {verb} {loudness} in the {scene}",
+)
+# Each names colour, class and scene: Places audio is the spoken caption, and a key
+# attribute the caption leaves out cannot be heard.
+DENSE_TEMPLATES: tuple[str, ...] = (
+    "a {colour} {noun} {verb} in the {scene}",
+    "in the {scene} a {colour} {noun} {verb}",
+    "you can hear a {colour} {noun} in the {scene}",
+    "there is a {colour} {noun} in the {scene} and it {verb}",
+    "the {noun} in the {scene} is {colour} and it {verb}",
+    "listen to the {colour} {noun} in the {scene}",
+)
+
+
+@dataclass(frozen=True)
+class Density:
+    """World parameters that set how many clips share a semantic key.
+
+    Seed 000's mined positives are "semantically similar samples": two clips that show and
+    sound like the same thing. How often a training batch holds such a pair (a false
+    negative for plain InfoNCE) depends on how many distinct keys the clips spread over.
+    """
+
+    colours: tuple[int, ...]  # indices into COLOURS an event's colour is drawn from, uniformly
+    sizes: tuple[int, ...]  # indices into SIZES, likewise
+    max_events: int  # events per clip at most; a dataset's own maximum applies below it
+    class_zipf: float  # class frequencies ~ 1 / rank ** class_zipf
+    templates: tuple[str, ...]  # the caption phrasings describe picks from
+
+
+# `varied`: the original world, many keys held by one clip (Places train: 1819 keys for
+# 2500 clips, 4.6% of a batch of 128 meets a same-key clip). `dense`: one object per clip,
+# always big (one size, so captions need not say it), every colour and scene, a steeper
+# class Zipf, captions naming every key attribute; calibrated (data.synthav.calibration)
+# so that ~40% of a batch of 128 Places training clips meets a same-key clip, the
+# false-negative rate seed 000 reports.
+DENSITIES: dict[str, Density] = {
+    "varied": Density(colours=tuple(range(len(COLOURS))), sizes=tuple(range(len(SIZES))), max_events=2,
+                      class_zipf=0.5, templates=VARIED_TEMPLATES),
+    "dense": Density(colours=tuple(range(len(COLOURS))), sizes=(1,), max_events=1,
+                     class_zipf=0.85, templates=DENSE_TEMPLATES),
+}
+VARIED = DENSITIES["varied"]
+
 
 @dataclass(frozen=True)
 class Event:
@@ -103,6 +156,19 @@ class ClipSpec:
         return sorted({e.cls for e in self.events})
 
 
+def semantic_key(spec: ClipSpec) -> str:
+    """What a clip is about: its scene and the set of (size, colour, class) of its events.
+
+    Written "scene|size colour noun", events sorted and joined by "+", e.g. "kitchen|big
+    red dog" or "beach|big red dog+small blue cat". Two clips with the same key show and
+    sound like the same thing (seed 000's semantically similar samples); when the events
+    happen, where the objects stand, whether the picture is still and the noise are not part
+    of it.
+    """
+    events = sorted({f"{SIZES[e.size][0]} {COLOURS[e.colour][0]} {CLASSES[e.cls].noun}" for e in spec.events})
+    return f"{SCENES[spec.scene][0]}|{'+'.join(events)}"
+
+
 def clip_rng(seed: int, stream: str, index: int) -> np.random.Generator:
     """Independent generator per (seed, stream, clip index): growing a dataset
     adds clips without changing the ones already there."""
@@ -110,13 +176,14 @@ def clip_rng(seed: int, stream: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream_code, index]))
 
 
-def sample_class(rng: np.random.Generator, n_classes: int = len(CLASSES)) -> int:
+def sample_class(rng: np.random.Generator, n_classes: int = len(CLASSES), zipf: float = VARIED.class_zipf) -> int:
     """Zipf-like class frequencies (real datasets are imbalanced)."""
-    weights = 1.0 / np.arange(1, n_classes + 1) ** 0.5
+    weights = 1.0 / np.arange(1, n_classes + 1) ** zipf
     return int(rng.choice(n_classes, p=weights / weights.sum()))
 
 
-def sample_event(rng: np.random.Generator, cls: int, seconds: float, whole_clip: bool = False) -> Event:
+def sample_event(rng: np.random.Generator, cls: int, seconds: float, whole_clip: bool = False,
+                 density: Density = VARIED) -> Event:
     if whole_clip:
         onset, duration = 0.0, seconds
     else:
@@ -126,8 +193,8 @@ def sample_event(rng: np.random.Generator, cls: int, seconds: float, whole_clip:
         onset = float(rng.uniform(0.0, seconds - duration))
     return Event(
         cls=cls,
-        colour=int(rng.integers(len(COLOURS))),
-        size=int(rng.integers(len(SIZES))),
+        colour=density.colours[int(rng.integers(len(density.colours)))],
+        size=density.sizes[int(rng.integers(len(density.sizes)))],
         onset=round(onset, 3),
         duration=round(duration, 3),
         x=float(rng.uniform(0.25, 0.75)),
@@ -136,16 +203,16 @@ def sample_event(rng: np.random.Generator, cls: int, seconds: float, whole_clip:
 
 
 def sample_clip(rng: np.random.Generator, max_events: int = 1, p_second: float = 0.35,
-                p_still: float = 0.0, seconds: float = CLIP_SECONDS) -> ClipSpec:
+                p_still: float = 0.0, seconds: float = CLIP_SECONDS, density: Density = VARIED) -> ClipSpec:
     """A clip of one scene with one (or, with probability p_second, two) events."""
     scene = int(rng.integers(len(SCENES)))
     still = bool(rng.random() < p_still)
-    n_events = 2 if (max_events > 1 and rng.random() < p_second) else 1
-    first = sample_class(rng)
+    n_events = 2 if (min(max_events, density.max_events) > 1 and rng.random() < p_second) else 1
+    first = sample_class(rng, zipf=density.class_zipf)
     classes = [first]
     if n_events == 2:
         classes.append((first + 1 + int(rng.integers(len(CLASSES) - 1))) % len(CLASSES))
-    events = tuple(sample_event(rng, c, seconds, whole_clip=still) for c in classes)
+    events = tuple(sample_event(rng, c, seconds, whole_clip=still, density=density) for c in classes)
     return ClipSpec(scene=scene, events=events, seconds=seconds, still=still,
                     noise_seed=int(rng.integers(2**31)))
 
@@ -156,20 +223,15 @@ def youtube_id(rng: np.random.Generator) -> str:
     return "".join(alphabet[i] for i in rng.integers(len(alphabet), size=11))
 
 
-def describe(spec: ClipSpec, rng: np.random.Generator, style: int = 0) -> str:
-    """A caption naming class, colour, size and scene, in one of a few phrasings."""
+def describe(spec: ClipSpec, rng: np.random.Generator, style: int = 0, density: Density = VARIED) -> str:
+    """A caption naming the events' classes and the scene, with their colours and sizes as the
+    density's phrasing `style` (and the next, for a second event) says them."""
     phrases = []
     for e in sorted(spec.events, key=lambda e: e.onset):
         c, colour, size = CLASSES[e.cls], COLOURS[e.colour][0], SIZES[e.size][0]
         phrases.append((c, colour, size))
     scene = SCENES[spec.scene][0]
-    templates = (
-        "a {size} {colour} {noun} {verb} in the {scene}",
-        "in the {scene} a {colour} {noun} {verb}",
-        "you can hear a {size} {noun} that {verb} near the {scene}",
-        "there is a {size} {colour} {noun} in a {scene}",
-        "a {noun} {verb} {loudness} in the {scene}",
-    )
+    templates = density.templates
     parts = []
     for i, (c, colour, size) in enumerate(phrases):
         t = templates[(style + i) % len(templates)]

@@ -13,7 +13,7 @@ from assets.core.project_dirs import REPO_ROOT
 from assets.ingest.dataset_config import load_dataset_configs
 from assets.ingest.manifest import build_manifest
 from data.synthav.generate import DEFECTS, SynthAVConfig, generate
-from data.synthav.world import CLASSES, SCENES, clip_rng, sample_class, sample_clip
+from data.synthav.world import CLASSES, SCENES, clip_rng, sample_class
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -97,8 +97,7 @@ def _vgg_rows(root: Path) -> list[dict]:
     cfg = SynthAVConfig(out=root, scale=0.01)
     rows = []
     for _, _, rs, split, i, defect in _tasks(cfg, "vggsound"):
-        rng = clip_rng(rs.seed, f"vgg{split}{defect}", i)
-        spec = sample_clip(rng, max_events=1, p_still=0.03)
+        spec, rng = layouts.item_clip("vggsound", rs, split, i, defect)
         rows.append({"ytid": layouts.youtube_id(rng), "start": int(rng.integers(0, 300)), "defect": defect,
                      "spec": spec})
     return rows

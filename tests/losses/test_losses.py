@@ -2,13 +2,11 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix, symmetric_cross_entropy
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
-from losses.mined_positives import positive_mask
 
 
 def _sim(seed=0, b=5, d=4):
@@ -103,22 +101,6 @@ def test_a_mined_positive_is_pulled_instead_of_pushed():
     sim2 = sim.detach().clone().requires_grad_()
     SymmetricInfoNCE()(sim2).backward()
     assert sim2.grad[0, 1] > 0  # plain InfoNCE pushes the same pair apart
-
-
-def test_positive_mask_from_tables_hand_case():
-    neighbours = {"t2t": np.array([[1, 2], [0, 3], [3, 0], [2, 1]]),
-                  "i2t": np.array([[3, 1], [2, 0], [1, 3], [0, 2]])}
-    batch = np.array([0, 1, 3])
-    m = positive_mask(batch, neighbours, ["org", "t2t"], k=1)
-    # t2t top-1: 0->1, 1->0, 3->2 (2 not in batch): pairs {0,1}
-    assert m.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
-    m = positive_mask(batch, neighbours, ["org", "t2t", "i2t"], k=1)
-    # adds i2t top-1: 0->3, 1->2, 3->0: pairs {0,3}
-    assert m.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
-    with pytest.raises(ValueError, match="k=3"):
-        positive_mask(batch, neighbours, ["t2t"], k=3)
-    with pytest.raises(ValueError, match="unknown"):
-        positive_mask(batch, neighbours, ["x2y"], k=1)
 
 
 def _frames(seed=3, b=3, l=4, d=5):

@@ -8,8 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.core.cache_layout import CacheLayout
+from assets.ingest.dataset_config import load_dataset_configs
+from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.embedding_store import pool, read_embeddings
+from assets.mining.false_negatives import oracle_neighbours
 from assets.mining.neighbor_search import brute_force_topk, read_table
+from assets.mining.neighbor_tables import key_tie_seed
 from assets.mining.teacher_embedding import clip_texts, decode_frames
 from assets.mining.tiny_teacher import load_pairs, recall_from_similarity
 from pipelines.resources import ClipTeacherResource
@@ -83,8 +87,9 @@ def test_text_embeddings_use_captions_or_label_prompts(mined):
                 np.testing.assert_allclose(v, teacher.encode_texts(texts), atol=1e-5)
 
 
-def test_neighbor_tables_equal_brute_force_over_the_stored_embeddings(mined):
+def test_neighbor_tables_equal_brute_force_over_the_stored_embeddings(mined, tiny_configs):
     _, instance, cache, _, runs = mined
+    datasets = {ds.name: ds for ds in load_dataset_configs(tiny_configs)}
     for name in (PLACES, VGG, CAPS):
         assert all(_checks(runs[name]).values()) and len(_checks(runs[name])) == 2
         out = cache.current_neighbor_tables(name)
@@ -104,14 +109,20 @@ def test_neighbor_tables_equal_brute_force_over_the_stored_embeddings(mined):
         T = np.stack([texts[c] for c in ids])
         vectors = {"t": T, "i": np.stack([images[c] for c in ids]) if images else None}
         tables = ["t2t"] if name == CAPS else ["t2t", "t2i", "i2t", "i2i"]
-        assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(["clips", "org", *tables])
+        assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(["clips", "org", *tables, "oracle"])
         for table in tables:
             _, got, scores = read_table(out / f"{table}.parquet")
-            ref_s, ref = brute_force_topk(vectors[table[0]], vectors[table[2]], 5, exclude=np.arange(len(ids)))
+            ref_s, ref = brute_force_topk(vectors[table[0]], vectors[table[2]], 5, exclude=np.arange(len(ids)),
+                                          tie_seed=key_tie_seed(0, {"t": "text", "i": "image"}[table[2]]))
             np.testing.assert_array_equal(got, ref)
             np.testing.assert_allclose(scores, ref_s, atol=1e-3)
+        # SynthAV declares its generator's semantic keys: the oracle table and the false-negative scores
+        groups = group_ids(ids, load_semantic_keys(datasets[name]))
+        np.testing.assert_array_equal(read_table(out / "oracle.parquet")[1], oracle_neighbours(groups, 5, 0))
         m = _meta(runs[name], [name, "neighbor_tables"])
         assert m["clips"] == len(ids) and m["k"] == 5
+        assert m["distinct_keys"] == len(set(groups[groups >= 0].tolist())) and m["clips_without_key"] == 0
+        assert "| oracle |" in m["key_false_negatives"] and "R@5" in m["key_false_negatives"]  # k_max 5 < 10
 
 
 def test_unchanged_inputs_skip_and_an_interrupted_rebuild_keeps_the_tables_in_use(mined, monkeypatch):

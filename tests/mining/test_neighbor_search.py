@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from assets.mining.neighbor_search import (SearchParams, brute_force_topk, build_index, read_table, recall_at_k,
-                                           same_neighbour_batch_fraction, search, top_k_similarity_curve, write_table)
+                                           same_neighbour_batch_fraction, search, tie_keys, top_k_similarity_curve,
+                                           write_table)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -25,8 +26,8 @@ def clustered(n: int, d: int, clusters: int, spread: float, seed: int) -> np.nda
     return unit(centers[labels] + spread / np.sqrt(d) * rng.standard_normal((n, d)))
 
 
-def run(index, queries, p, exclude=None):
-    chunks = list(search(index, queries, p, exclude))
+def run(index, queries, p, exclude=None, tie_seed=None):
+    chunks = list(search(index, queries, p, exclude, tie_seed=tie_seed))
     assert [c[0] for c in chunks] == list(range(0, len(queries), p.chunk_rows))
     for _, s, i in chunks:
         assert s.dtype == np.float32 and i.dtype == np.int64 and s.shape == i.shape
@@ -81,6 +82,49 @@ def test_ties_sorted_by_id_and_independent_of_chunking():
     p = SearchParams(k=4, chunk_rows=7)
     _, i = run(build_index(keys, p), base[[9]], p, exclude=np.array([10]))
     assert i[0, :2].tolist() == [9, 250]
+
+
+def test_seeded_ties_spread_over_the_copies_per_query():
+    """Many identical keys (one label prompt shared by half the clips): with a tie seed each query
+    takes its own seeded random sample of the copies, the same on any chunking and in the exact
+    reference, instead of everyone taking the lowest rows."""
+    keys = random_unit(600, 16, 11)
+    copies = np.arange(0, 600, 2)  # 300 copies, far more than k + the search margin
+    keys[copies] = keys[0]
+    own = np.arange(600)
+    index = build_index(keys, SearchParams(k=20))
+    by_seed = {}
+    for seed in (5, 6):
+        runs = [run(index, keys, SearchParams(k=20, chunk_rows=c), own, tie_seed=seed)[1] for c in (7, 4096)]
+        np.testing.assert_array_equal(runs[0], runs[1])
+        _, exact = brute_force_topk(keys, keys, 20, exclude=own, tie_seed=seed)
+        np.testing.assert_array_equal(runs[0], exact)
+        ids = runs[0][copies]
+        assert np.isin(ids, copies).all()  # score 1.0 first: only copies
+        # each copy's list is its own sample: every copy gets picked, none by a crowd
+        counts = np.bincount(ids.ravel(), minlength=600)[copies]
+        assert (counts > 0).all() and counts.max() <= 3 * 20
+        # within a query, the copies come in the order of that query's tie keys
+        q = copies[3]
+        others = copies[copies != q]
+        np.testing.assert_array_equal(runs[0][q], others[np.argsort(tie_keys(np.array([q]), others[None], seed)[0])][:20])
+        # a sample of the queries, given its rows, is ordered as the whole run orders it
+        sample = np.array([4, 8, 99, 598])
+        _, part = brute_force_topk(keys[sample], keys, 20, exclude=sample, tie_seed=seed, query_rows=sample)
+        np.testing.assert_array_equal(part, runs[0][sample])
+        by_seed[seed] = runs[0]
+    assert (by_seed[5][copies] != by_seed[6][copies]).mean() > 0.9  # another seed, another sample
+    _, unseeded = brute_force_topk(keys, keys, 20, exclude=own)
+    assert len(np.unique(unseeded[copies])) == 21  # id order: the 21 lowest copies are everyone's neighbours
+
+
+def test_tie_keys_order_every_key_per_query():
+    ids = np.arange(1000)[None].repeat(3, axis=0)
+    keys = tie_keys(np.array([0, 1, 2]), ids, 9)
+    assert all(len(np.unique(row)) == 1000 for row in keys)  # a bijection per query: no two keys tie
+    assert not np.array_equal(np.argsort(keys[0]), np.argsort(keys[1]))
+    np.testing.assert_array_equal(keys, tie_keys(np.array([0, 1, 2]), ids, 9))
+    np.testing.assert_array_equal(tie_keys(np.array([0]), ids[:1], None), ids[:1])  # no seed: the ids
 
 
 def test_exclude_keeps_exactly_k_when_excluded_row_is_far():
@@ -142,6 +186,16 @@ def test_table_round_trip(tmp_path: Path):
     assert scores.dtype == np.float32
     np.testing.assert_allclose(scores, exact, rtol=2.0**-11, atol=2.0**-24)  # float16 rounding
     assert [p.name for p in tmp_path.iterdir()] == ["t2t.parquet"]
+
+
+def test_read_table_accepts_trailing_padding_only(tmp_path: Path):
+    scores = np.array([[0.9, 0.5, 0.0], [0.8, 0.0, 0.0]], np.float32)
+    write_table(tmp_path / "padded.parquet", [(0, scores, np.array([[1, 2, -1], [0, -1, -1]]))])
+    _, ids, _ = read_table(tmp_path / "padded.parquet")
+    assert ids.tolist() == [[1, 2, -1], [0, -1, -1]]
+    write_table(tmp_path / "hole.parquet", [(0, scores, np.array([[1, -1, 2], [0, -1, -1]]))])
+    with pytest.raises(ValueError, match=r"hole\.parquet: query 0: negative neighbour ids other than -1 padding"):
+        read_table(tmp_path / "hole.parquet")
 
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path):
@@ -235,7 +289,7 @@ def test_missing_and_excluded_results_become_trailing_padding():
     q = unit(np.array([[0.1, 1.0, 0.5, 0.0]]))
     dist = np.array([[0.894, 0.894, 0.447, -np.inf]], np.float32)
     cand = np.array([[3, 1, 2, -1]])
-    scores, ids = _canonical_order(q, keys, dist, cand, 4, np.array([2]))
+    scores, ids = _canonical_order(q, keys, dist, cand, 4, np.array([2]), np.array([0]), None)
     assert ids.tolist() == [[1, 3, -1, -1]]
     np.testing.assert_allclose(scores[0, :2], [q[0] @ keys[1]] * 2, rtol=1e-7)
     assert np.isneginf(scores[0, 2:]).all()

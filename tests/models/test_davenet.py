@@ -36,3 +36,22 @@ def test_mean_pool_uses_only_frames_from_real_audio():
     torch.testing.assert_close(out, direct)
     with pytest.raises(ValueError, match="expected log-mel"):
         model(torch.randn(1, 128, 64))
+
+
+def test_trimmed_padding_gives_the_same_embeddings_in_eval_mode():
+    """Cutting a batch after its longest caption + the receptive margin changes no valid output frame."""
+    torch.manual_seed(0)
+    full = DaveNet(embed_dim=8, width=1 / 16).eval()
+    trimmed = DaveNet(embed_dim=8, width=1 / 16, trim_padding=True).eval()
+    trimmed.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        full.input_norm.running_mean.fill_(-20.0)  # padding (0 dB) normalises to a non-zero value
+        trimmed.input_norm.running_mean.fill_(-20.0)
+    lengths = torch.tensor([300, 123, 57])
+    x = torch.zeros(3, 40, 2048)
+    for i, n in enumerate(lengths.tolist()):
+        x[i, :, :n] = -40 * torch.rand(40, n)
+    with torch.no_grad():
+        torch.testing.assert_close(trimmed(x, lengths), full(x, lengths), rtol=1e-5, atol=1e-6)
+        # and the cut does happen: a caption of 300 frames runs on 432 (300 + 128, rounded up to 8)
+        assert trimmed.frames(x[..., :432]).shape[2] == 54

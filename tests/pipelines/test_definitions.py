@@ -45,7 +45,7 @@ def test_repo_definitions_graph_snapshot():
     expected += ["experiments/audio_encoder", "experiments/retrieval_metrics", "experiments/ablation_report"]
     assert keys == sorted(expected)
     encoder = graph.get(dg.AssetKey(["experiments", "audio_encoder"]))
-    assert {"demo_infonce_random", "demo_fn_org_t2t_i2t", "demo_nearest_match", "demo_multiframe"} <= \
+    assert {"demo_infonce_random", "demo_s000_places_G", "demo_nearest_match", "demo_multiframe"} <= \
         set(encoder.partitions_def.get_partition_keys())
     # the demo experiments train on SynthAV VGGSound: its statistics and tables come first
     assert {dg.AssetKey(["synthav_vggsound", "fbank_stats"]), dg.AssetKey(["synthav_vggsound", "neighbor_tables"])} <= encoder.parent_keys

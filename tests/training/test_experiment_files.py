@@ -282,8 +282,10 @@ def test_init_from_needs_every_seed_in_the_base(tmp_path):
 
 def test_the_repository_experiments_load():
     found = load_experiments(REPO_ROOT / "configs" / "experiments")
-    assert {"demo_infonce_random", "demo_fn_org_t2t_i2t"} <= set(found)
-    assert found["demo_fn_org_t2t_i2t"].table_set == {"org", "t2t", "i2t"}
+    assert {"demo_infonce_random", "demo_s000_places_G"} <= set(found)
+    assert found["demo_s000_places_G"].table_set == {"org", "t2t", "i2t"}
+    assert found["demo_s000_places_G"].loss.mode == "pairs"
+    assert found["s000_places_G_mask_k10"].loss.mode == "mask"
     assert found["demo_infonce_random"].optim.lr_weights == 0.001
 
 

@@ -1,6 +1,7 @@
 """Tiny experiments materialised end to end with Dagster on the tiny SynthAV: audio_encoder ->
-retrieval_metrics -> ablation_report, for the audio ViT (InfoNCE two seeds, mined positives,
-Multiframe Match), DaveNet on spoken captions, and audio-text fine-tuning from a checkpoint."""
+retrieval_metrics -> ablation_report, for the audio ViT (InfoNCE two seeds, mined positives in
+the mask reading, Multiframe Match), DaveNet on spoken captions (InfoNCE, and seed 000's pairs with
+the oracle table), and audio-text fine-tuning from a checkpoint."""
 
 import json
 
@@ -24,7 +25,11 @@ COMMON = {"optim": {"optimizer": "adamw", "lr_weights": 1e-3, "lr_biases": 1e-3,
           "epochs": 2, "batch_size": 8, "train": {"splits": ["train"]}, "eval": {"split": "test", "val_size": 4}}
 EXPERIMENTS = {
     "t_base": {"dataset": "synthav_vggsound", "model": TINY_VIT, "seeds": [0, 1]},
-    "t_mined": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {"kind": "mined", "tables": ["org", "t2t", "i2t"], "k": 3}},
+    "t_mined": {"dataset": "synthav_vggsound", "model": TINY_VIT,
+                "loss": {"kind": "mined", "mode": "mask", "tables": ["org", "t2t", "i2t"], "k": 3}},
+    "t_pairs": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625, "trim_padding": True},
+                "loss": {"kind": "mined", "mode": "pairs", "tables": ["org", "t2t", "t2i", "oracle"], "k": 2},
+                "eval": {"split": "val"}},
     "t_multi": {"dataset": "synthav_vggsound", "model": TINY_VIT, "frames": {"strategy": "multiframe"}},
     "t_speech": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625}, "batch_size": 4,
                  "eval": {"split": "val"}},
@@ -65,6 +70,22 @@ def test_every_experiment_is_a_partition_and_materialises(trained):
             run_json = json.loads((run_dir(cache, load_all_experiments()[name], seed) / "run.json").read_text())
             assert [h["epoch"] for h in run_json["history"]] == [0, 1]
             assert all(np.isfinite(h["loss"]) for h in run_json["history"])
+
+
+def test_mined_pairs_meet_in_their_batches_and_the_statistics_are_reported(trained):
+    _, _, cache, runs = trained
+    experiments = load_all_experiments()
+    pairs = json.loads((run_dir(cache, experiments["t_pairs"], 0) / "run.json").read_text())
+    for epoch in pairs["history"]:
+        # every batch of 8 holds 5 anchors and 3 partners sampled from their t2t/t2i/oracle top-2
+        assert epoch["mined_positive_share"] > 0 and epoch["mined_positives_per_row"] > 0
+        assert 0.0 <= epoch["same_key_share"] <= 1.0  # SynthAV Places declares its semantic keys
+    m = _meta(runs["t_pairs"], ["experiments", "audio_encoder"])
+    assert set(m["batch_positives"]) >= {"mined_positive_share", "mined_positives_per_row", "same_key_share"}
+    base = json.loads((run_dir(cache, experiments["t_speech"], 0) / "run.json").read_text())
+    assert all(e["mined_positive_share"] == 0.0 for e in base["history"])  # InfoNCE: the identity
+    assert read_metrics(cache, experiments["t_pairs"])["mode"] == "pairs"
+    assert read_metrics(cache, experiments["t_mined"])["mode"] == "mask"
 
 
 def _brute_force_recall(sim: np.ndarray, ks=(1, 5, 10)) -> dict:
@@ -142,7 +163,7 @@ def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     assert (mined["org"], mined["t2t"], mined["t2i"], mined["i2t"], mined["i2i"]) == (True, True, False, True, False)
     assert mined["k"] == 3
     md = (tmp_path / "ablation.md").read_text()
-    assert "| t_mined | random | 3 | ✓ | ✓ | ✗ | ✓ | ✗ |" in md
+    assert "| t_mined | random | mask | 3 | ✓ | ✓ | ✗ | ✓ | ✗ | ✗ |" in md
     assert "t_mined vs t_base" in md
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -144,7 +144,7 @@ def test_report_row_percent_and_flags():
         for k in ("R@1", "R@5", "R@10", "median_rank"):
             assert row[f"{d} {k}"] is None and row[f"{d} {k} std"] is None
     assert row["chance R@10"] == 4.0  # 100 x the larger of 0.02 and 0.04
-    assert len(row) == 11 + 5 + 4 * 4 * 2 + 1 and row["tags"] == []
+    assert len(row) == 12 + 6 + 4 * 4 * 2 + 1 and row["tags"] == []  # identity (with mode), 6 tables (with oracle)
 
 
 def test_report_rows_flags_from_metrics_documents_and_order():
@@ -180,18 +180,18 @@ def test_markdown_report_exact():
     # ft (one seed): no ± at all
     expected = "\n".join([
         "### synthav_places (audio-text), 100 evaluation clips, R@k in %, chance R@10 12.0",
-        "| experiment | frames | k | org | T2T | T2I | I2T | I2I | A->T R@1 | A->T R@5 | A->T R@10 | "
+        "| experiment | frames | mode | k | org | T2T | T2I | I2T | I2I | ORACLE | A->T R@1 | A->T R@5 | A->T R@10 | "
         "T->A R@1 | T->A R@5 | T->A R@10 |",
-        "|" + "---|" * 14,
-        "| places_ft | random | – | ✓ | ✗ | ✗ | ✗ | ✗ | 20.0 | 45.0 | 60.0 | 18.0 | 40.0 | 55.0 |",
+        "|" + "---|" * 16,
+        "| places_ft | random | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 20.0 | 45.0 | 60.0 | 18.0 | 40.0 | 55.0 |",
         "",
         "### synthav_vggsound (audio-image), 200 evaluation clips, R@k in %, chance R@10 5.0",
-        "| experiment | frames | k | org | T2T | T2I | I2T | I2I | A->I R@1 | A->I R@5 | A->I R@10 | "
+        "| experiment | frames | mode | k | org | T2T | T2I | I2T | I2I | ORACLE | A->I R@1 | A->I R@5 | A->I R@10 | "
         "I->A R@1 | I->A R@5 | I->A R@10 |",
-        "|" + "---|" * 14,
-        "| base_infonce | random | – | ✓ | ✗ | ✗ | ✗ | ✗ | 12.5 ± 0.7 | 31.0 ± 1.4 | 51.0 ± 1.4 | "
+        "|" + "---|" * 16,
+        "| base_infonce | random | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 12.5 ± 0.7 | 31.0 ± 1.4 | 51.0 ± 1.4 | "
         "10.0 ± 0.0 | 26.0 ± 1.4 | 42.0 ± 2.8 |",
-        "| mined_t2t_i2t | random | 10 | ✓ | ✓ | ✗ | ✓ | ✗ | 15.5 ± 0.7 | 35.0 ± 0.0 | 57.5 ± 3.5 | "
+        "| mined_t2t_i2t | random | – | 10 | ✓ | ✓ | ✗ | ✓ | ✗ | ✗ | 15.5 ± 0.7 | 35.0 ± 0.0 | 57.5 ± 3.5 | "
         "11.5 ± 0.7 | 29.0 ± 1.4 | 46.0 ± 1.4 |",
         "",
         "mean ± sample standard deviation over seeds.",
@@ -211,8 +211,8 @@ def test_markdown_one_table_per_dataset_and_stage_without_std_for_single_seeds()
                                                   "### synthav_vggsound (audio-text)"]
     assert "±" not in md  # every experiment has one seed: plain means, no footnote
     lines = md.splitlines()
-    assert "| a_inf | random | – | ✓ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 |" in lines
-    assert "| b_near | nearest (n=2) | – | ✓ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 |" in lines
+    assert "| a_inf | random | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 |" in lines
+    assert "| b_near | nearest (n=2) | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 |" in lines
     # the audio-image tables have no A->T / T->A columns, the audio-text one no A->I / I->A columns
     for i, h in enumerate(headings):
         header = lines[lines.index(h) + 1]
@@ -228,7 +228,7 @@ def test_markdown_missing_value_in_a_measured_direction_is_a_dash():
     without = _doc("without", {0: BASE_SEEDS[0]}, dataset="synthav_places")
     md = markdown_report(report_rows([with_text, without]))
     row = next(line for line in md.splitlines() if line.startswith("| without "))
-    assert row == "| without | random | – | ✓ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 | " \
+    assert row == "| without | random | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 | " \
                   "– | – | – | – | – | – |"
 
 
@@ -371,7 +371,7 @@ def test_encoder_summary_values():
     s = encoder_summary(exp, "ds", [0, 1], RUNS, [1])
     assert list(s) == ["experiment", "dataset", "description", "stage", "model", "frames", "loss", "tables", "seeds",
                        "trained_now", "skipped_up_to_date", "train_clips", "steps_per_epoch", "neighbour_shortfall",
-                       "runs", "curves", "data_wait_fraction"]
+                       "runs", "curves", "data_wait_fraction", "batch_positives"]
     assert {k: s[k] for k in ("experiment", "dataset", "description", "stage", "model", "frames", "loss", "tables",
                               "seeds", "trained_now", "skipped_up_to_date")} == {
         "experiment": "m", "dataset": "ds", "description": "mined t2t", "stage": "audio_image", "model": "audio_vit",

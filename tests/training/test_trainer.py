@@ -42,12 +42,11 @@ def _exp(**over):
 
 
 def _inputs(clips, exp):
-    neighbours = table_rows = None
+    neighbours = None
     if exp.loss.kind == "mined":
         ring = (np.arange(N)[:, None] + np.arange(1, 4)[None, :]) % N  # clip i's neighbours: i+1, i+2, i+3
         neighbours = {t: ring for t in exp.loss.tables if t != "org"}
-        table_rows = np.arange(N)
-    return TrainInputs(clips, Normaliser({"mean": 0.5, "std": 2.0}), neighbours, table_rows)
+    return TrainInputs(clips, Normaliser({"mean": 0.5, "std": 2.0}), neighbours, groups=np.arange(N) % 6)
 
 
 def _train(visual, clips, exp, out, stop=None):
