@@ -104,7 +104,7 @@ def _batch_line(b: dict) -> str:
     parts = [f"clips with a mined positive in their batch {b['mined_positive_share']:.0%} "
              f"({b['mined_positives_per_row']:.2f} per row)"] if b.get("mined_positives_per_row") else []
     if "same_key_share" in b:
-        parts.append(f"meeting a same-key clip {b['same_key_share']:.0%}")
+        parts.append(f"clips meeting a same-key clip in their batch {b['same_key_share']:.0%}")
     if b.get("mined_precision") is not None:
         parts.append(f"mined pairs with the same key {b['mined_precision']:.0%}")
     return "; ".join(parts) or "no mined positives"

@@ -184,7 +184,8 @@ def curves_plot(runs: dict[int, dict]) -> bytes:
     ax_val.set_ylabel("validation R@10 (%)")
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:  # no validation curve when the experiment sets eval.val_size 0
+            ax.legend(fontsize=7)
     return figure_png(fig)
 
 

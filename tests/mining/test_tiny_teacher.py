@@ -11,20 +11,24 @@ from assets.caches.video_frames import resize_center_crop
 from assets.core.cache_layout import TINY_TEACHER_NAME
 from assets.mining.tiny_teacher import FitConfig, fit_tiny_clip, recall_from_similarity, retrieval_recall
 from data.synthav.render import render_picture
-from data.synthav.world import clip_rng, describe, sample_clip
+from data.synthav.generate import DEFAULT_DENSITY
+from data.synthav.layouts import RenderSettings, item_clip
+from data.synthav.world import DENSITIES, describe
 from models.clip_teacher import ClipTeacher, TeacherSpec
 from models.teacher_weights import save_weights
 from models.tiny_clip import TINY_CLIP_CONFIG, create_tiny_clip, encode_images, encode_texts
 
 
 def places_pairs(split: str, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Same sampling order as data.synthav.layouts.make_places; the picture resized and
-    centre-cropped to 224 as the frame cache does (without the JPEG round trip)."""
+    """The demo's Places pairs (its default density), drawn as data.synthav.layouts.make_places
+    draws them; the picture resized and centre-cropped to 224 as the frame cache does (without
+    the JPEG round trip)."""
+    rs = RenderSettings(seed=seed, density=DEFAULT_DENSITY["places"])
+    density = DENSITIES[rs.density]
     images, captions = [], []
     for i in range(n):
-        rng = clip_rng(seed, f"plc{split}", i)
-        spec = sample_clip(rng, max_events=2, p_second=0.5)
-        captions.append(describe(spec, rng, style=int(rng.integers(5))))
+        spec, rng = item_clip("places", rs, split, i)
+        captions.append(describe(spec, rng, style=int(rng.integers(len(density.templates))), density=density))
         images.append(resize_center_crop(render_picture(spec, 256, 256), 224))
     return np.stack(images), captions
 
