@@ -36,10 +36,10 @@ from torch import nn
 from assets.caches.fbank_stats import Normaliser
 from assets.core.atomic_io import atomic_path, write_json_atomic
 from assets.core.device import autocast, enable_tf32, grad_scaler
+from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.training.data import Batch, BatchLoader, ClipSet
 from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
-from assets.training.batch_stats import BatchPositiveStats
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler

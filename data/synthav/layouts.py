@@ -18,7 +18,7 @@ import numpy as np
 
 from data.synthav import media_io, render
 from data.synthav.world import (CLASSES, DENSITIES, SCENES, ClipSpec, clip_rng, describe, sample_clip, semantic_key,
-                                 youtube_id)
+                                youtube_id)
 
 SAMPLE_RATE = 16000
 

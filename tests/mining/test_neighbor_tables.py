@@ -9,8 +9,7 @@ import pytest
 from assets.mining.embedding_store import pool
 from assets.mining.false_negatives import false_negative_metrics, oracle_neighbours
 from assets.mining.neighbor_search import (TABLE_SCHEMA, SearchParams, brute_force_topk, read_table,
-                                           same_neighbour_batch_fraction, tie_keys, top_k_similarity_curve,
-                                           write_table)
+                                           same_neighbour_batch_fraction, tie_keys, top_k_similarity_curve, write_table)
 from assets.mining.neighbor_tables import (MiningParams, key_tie_seed, mine_tables, table_problems, tables_for,
                                            zero_shot_r1)
 from tests.mining.test_neighbor_search import clustered, random_unit, unit

@@ -10,9 +10,9 @@ import torch
 from assets.caches.video_frames import resize_center_crop
 from assets.core.cache_layout import TINY_TEACHER_NAME
 from assets.mining.tiny_teacher import FitConfig, fit_tiny_clip, recall_from_similarity, retrieval_recall
-from data.synthav.render import render_picture
 from data.synthav.generate import DEFAULT_DENSITY
 from data.synthav.layouts import RenderSettings, item_clip
+from data.synthav.render import render_picture
 from data.synthav.world import DENSITIES, describe
 from models.clip_teacher import ClipTeacher, TeacherSpec
 from models.teacher_weights import save_weights

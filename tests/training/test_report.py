@@ -12,9 +12,9 @@ import pytest
 
 from assets.core.plots import png_markdown
 from assets.training.experiments import Experiment, LossSpec
-from assets.training.report import (baseline_deltas, below_chance, curves_plot, deltas_markdown, encoder_summary,
-                                    markdown_report, metrics_summary, report_plot, report_rows, report_table, run_table,
-                                    write_report)
+from assets.training.report import (baseline_deltas, batch_positive_means, below_chance, curves_plot, deltas_markdown,
+                                    encoder_summary, markdown_report, metrics_summary, report_plot, report_rows,
+                                    report_table, run_table, write_report)
 from assets.training.runs import summarise_seeds
 
 
@@ -406,3 +406,14 @@ def test_metrics_summary_and_below_chance():
     assert below_chance(doc) == {}
     doc["eval"]["chance_R@10"] = {"A->I": 0.11, "I->A": 0.05}  # 5x: 0.55 > 0.51 (A->I below); 0.25 < 0.42
     assert below_chance(doc) == {"A->I": pytest.approx(0.51)}
+
+
+def test_batch_positive_means_over_every_epoch_of_every_seed():
+    runs = {0: {"history": [{"mined_positive_share": 0.5, "mined_positives_per_row": 1.0, "same_key_share": 0.4,
+                             "mined_precision": None},
+                            {"mined_positive_share": 0.7, "mined_positives_per_row": 2.0, "same_key_share": 0.2,
+                             "mined_precision": 0.9}]},
+            1: {"history": [{"mined_positive_share": 0.9, "mined_positives_per_row": 3.0}]}}  # no keys
+    assert batch_positive_means(runs) == {"mined_positive_share": 0.7, "mined_positives_per_row": 2.0,
+                                          "same_key_share": 0.3, "mined_precision": 0.9}  # None: an epoch with no pair
+    assert batch_positive_means(RUNS) == {}  # runs recorded before the statistics existed
