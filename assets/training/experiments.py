@@ -41,6 +41,7 @@ STAGES = ("audio_image", "audio_text")
 MODEL_KINDS = ("audio_vit", "davenet")
 LOSS_KINDS = ("infonce", "mined")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
+LR_SCALINGS = ("batch256", "none")
 ALL_TABLES = ("org", *MINED_TABLES)
 
 
@@ -83,13 +84,15 @@ class FrameSpec:
 
 @dataclass(frozen=True)
 class OptimSpec:
+    """Defaults: VIP-ANT's optimizer (configs/optimizer/standard.yaml) with seed 001's Table I rates."""
     optimizer: str = "lars"  # lars | adamw
+    lr_scaling: str = "batch256"  # batch256: rates x batch_size / 256 (VIP-ANT) | none: the rates are the peaks
     lr_weights: float = 0.2  # seed 001 Table I (audio-image); audio-text: 1.0
     lr_biases: float = 4.8e-3  # audio-text: 2.4e-2
     weight_decay: float = 1e-6
     momentum: float = 0.9
     warmup_epochs: float = 10
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = 0.001  # the cosine's floor, as a fraction of the peak (VIP-ANT: 0.001)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class TrainSpec:
     subset_seed: int = 0
     fbank_std_scale: float = 1.0  # normalisation (x - mean) / (std * scale); AST uses 2
     fbank_stats_from: str | None = None  # another dataset's fbank_stats (seed 001 normalises AudioCaps with AudioSet's)
+    # SpecAugment on the normalised FBANK, training only (assets/training/spec_augment.py): one mask of up to
+    # freq_mask - 1 mel bins and one of up to time_mask - 1 frames per clip; VIP-ANT: 32 and 200; 0: off
+    freq_mask: int = 0
+    time_mask: int = 0
     num_workers: int | None = None  # threads assembling batches ahead; None: 1 on CUDA, 0 (in the loop) on the CPU
     prefetch: int = 4  # batches queued ahead of the device
 
@@ -257,14 +264,19 @@ def validate(exp: Experiment) -> None:
             fail("audio_text fine-tuning uses loss.kind infonce (seed 001 eq. 5)")
         if exp.frames.strategy != "random":
             fail("frames.strategy applies to audio_image experiments only")
+    if (exp.train.freq_mask or exp.train.time_mask) and exp.model.kind != "audio_vit":
+        fail("train.freq_mask / train.time_mask (SpecAugment) apply to the audio ViT's FBANK input only")
     if exp.model.trim_padding and exp.model.kind != "davenet":
         fail("model.trim_padding applies to davenet only (the audio ViT's input length is fixed)")
     if exp.model.kind == "davenet" and exp.frames.strategy == "multiframe":
         fail("multiframe needs per-segment audio embeddings, which only audio_vit provides")
     if exp.optim.optimizer not in ("lars", "adamw"):
         fail(f"optim.optimizer must be lars or adamw, got {exp.optim.optimizer!r}")
+    if exp.optim.lr_scaling not in LR_SCALINGS:
+        fail(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {exp.optim.lr_scaling!r}")
     for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
-                             ("eval.size", exp.eval.size, 2),
+                             ("eval.size", exp.eval.size, 2), ("train.freq_mask", exp.train.freq_mask, 0),
+                             ("train.time_mask", exp.train.time_mask, 0),
                              ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0)):
         if not isinstance(value, int) or value < low:
             fail(f"{name} must be an integer >= {low}, got {value!r}")

@@ -1,15 +1,26 @@
-"""Optimisers and learning-rate schedules for the audio encoders (seed 001, Table II).
+"""Optimisers and learning-rate schedules for the audio encoders, as VIP-ANT computes them
+(seed 001 follows VIP-ANT for what it does not state; github zhaoyanpeng/vipant,
+`cvap/module/lars.py`, `cvap/monitor/cvap.py`, `configs/optimizer/standard.yaml`).
 
-Parameters split in two groups, as LARS practice and seed 001 have it: weights (tensors of 2
-or more dimensions: linear and conv kernels, embeddings) and the rest (biases, norm scales
-and shifts, class token, temperature), each with its own learning rate (defaults: the
-experiment files' `OptimSpec`, seed 001 Table I) and the second without weight decay. LARS
-(timm's `Lars`) rescales each weight tensor's step by its trust ratio; the no-decay group is
-left unadapted (plain momentum SGD), as timm does for groups with weight_decay = 0. AdamW is
-the alternative.
+Parameter groups, as VIP-ANT splits them: weights (tensors of 2 or more dimensions: linear and
+conv kernels, position embeddings) and the rest (biases, norm scales and shifts, class token,
+temperature), the second without weight decay and without LARS adaptation. LARS is timm's
+`Lars` with trust coefficient 0.001 (VIP-ANT's eta) and momentum 0.9; it leaves groups with
+weight_decay = 0 unadapted, as VIP-ANT's `exclude_bias_or_norm` filter does. (timm divides by
+|g| + wd|w| where VIP-ANT divides by |g + wd w|: at weight decay 1e-6 the two trust ratios differ
+in the sixth digit.) AdamW is the alternative.
 
-The schedule is linear warmup then cosine decay to `min_lr_ratio` of the peak at the last step
-(`assets.core.schedule.warmup_cosine`), per step.
+Learning rate per step (`lr_scaling: batch256`, VIP-ANT's `adjust_learning_rate`):
+    base = batch_size / 256 (the global batch)
+    step t < W:  base * t / W                               (warmup from 0 over W steps)
+    step t >= W: base * q + 0.001 * base * (1 - q),  q = (1 + cos(pi * (t - W) / (T - W))) / 2
+and each group's rate is that times its own factor: `lr_weights` (0.2 in seed 001's Table I) for
+weights, `lr_biases` (4.8e-3) for the rest. With `lr_scaling: none` base is 1, so `lr_weights` and
+`lr_biases` are the peak rates themselves (the AdamW files). The floor (0.001 in VIP-ANT) is
+`min_lr_ratio`. T = epochs x steps per epoch, W = warmup_epochs x steps per epoch.
+
+No gradient clipping: VIP-ANT's optimizer config carries `max_norm: 0.5`, but no code reads it
+(neither its LARS nor its Adam path calls clip_grad_norm_), so the trainer does not clip either.
 """
 
 from __future__ import annotations
@@ -35,6 +46,16 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW
     warmup_steps: int = 100  # OptimSpec counts epochs; the trainer converts (trainer.optim_config)
     min_lr_ratio: float = _SPEC.min_lr_ratio
+    # lr_weights / lr_biases here are the peak rates: the trainer has applied OptimSpec.lr_scaling
+
+
+def lr_scale(scaling: str, batch_size: int) -> float:
+    """The schedule's base: batch_size / 256 (`batch256`, VIP-ANT) or 1 (`none`: the rates are the peaks)."""
+    if scaling == "batch256":
+        return batch_size / 256
+    if scaling == "none":
+        return 1.0
+    raise ValueError(f"lr_scaling must be 'batch256' or 'none', got {scaling!r}")
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -58,9 +79,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Multiplier of the peak learning rate at `step` (0-based): (step + 1) / warmup during the
-    warmup, then a cosine from 1 down to min_lr_ratio at the last step (step total_steps - 1)."""
-    return warmup_cosine(step, 1.0, warmup_steps, decay_steps=total_steps - warmup_steps - 1, final=min_lr_ratio)
+    """Multiplier of the peak learning rate at `step` (0-based), VIP-ANT's: step / warmup during the
+    warmup (0 at step 0), then a cosine from 1 that would reach min_lr_ratio at step total_steps."""
+    return warmup_cosine(step, 1.0, warmup_steps, decay_steps=total_steps - warmup_steps, final=min_lr_ratio,
+                         warmup_offset=0)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -10,7 +10,7 @@ loss's temperature) learn. Per step:
     loss: SymmetricInfoNCE, or MultiPositiveInfoNCE with the batch's mined-positive mask (seed 000)
 
 Everything random is seeded per (seed, epoch): the batch order, the random frames, the
-caption picks; so a run resumed from its last epoch checkpoint continues exactly as the
+caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.time_mask`); so a run resumed from its last epoch checkpoint continues exactly as the
 uninterrupted run (bit-identical weights on the CPU). On CUDA: TF32 and autocast.
 
 Gradient accumulation (`grad_accum` > 1) keeps the loss over the whole batch, as a
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,8 @@ from assets.training.data import Batch, BatchLoader, ClipSet
 from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
-from assets.training.optim import OptimConfig, build_optimizer, build_scheduler
+from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_scale
+from assets.training.spec_augment import spec_augment
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask
@@ -69,7 +70,8 @@ def make_loss(exp: Experiment) -> nn.Module:
 
 def optim_config(exp: Experiment, steps_per_epoch: int) -> OptimConfig:
     o = exp.optim
-    return OptimConfig(optimizer=o.optimizer, lr_weights=o.lr_weights, lr_biases=o.lr_biases,
+    scale = lr_scale(o.lr_scaling, exp.batch_size)
+    return OptimConfig(optimizer=o.optimizer, lr_weights=o.lr_weights * scale, lr_biases=o.lr_biases * scale,
                        weight_decay=o.weight_decay, momentum=o.momentum,
                        warmup_steps=min(round(o.warmup_epochs * steps_per_epoch), exp.epochs * steps_per_epoch),
                        min_lr_ratio=o.min_lr_ratio)
@@ -151,8 +153,11 @@ class Trainer:
         self.batch_stats.add(mask.numpy(), None if self.inputs.groups is None else self.inputs.groups[rows])
         return mask
 
-    def _step(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+    def _step(self, batch: Batch, epoch: int, gen: torch.Generator, augment: torch.Generator) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
+        t = self.exp.train
+        if t.freq_mask or t.time_mask:  # training only: evaluation (embed_clips) never masks
+            batch = replace(batch, audio=spec_augment(batch.audio, t.freq_mask, t.time_mask, augment))
         if self.exp.grad_accum == 1:
             with autocast(self.device):
                 audio = self._encode(batch)
@@ -201,11 +206,12 @@ class Trainer:
         loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
                              workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        augment = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, 2]).generate_state(1)[0]))
         self.modules.train()
         total = torch.zeros((), device=self.device)
         start = time.perf_counter()
         for batch in loader:
-            total += self._step(batch.to(self.device), epoch, gen)
+            total += self._step(batch.to(self.device), epoch, gen, augment)
         mean_loss = float(total) / len(loader)
         seconds = time.perf_counter() - start
         if not math.isfinite(mean_loss):

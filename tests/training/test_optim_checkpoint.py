@@ -34,11 +34,60 @@ def test_defaults_are_the_experiment_files_defaults():
 
 
 def test_schedule_hand_values():
-    assert [lr_factor(s, 10, 2) for s in (0, 1)] == [0.5, 1.0]
+    assert [lr_factor(s, 10, 2) for s in (0, 1)] == [0.0, 0.5]  # VIP-ANT's warmup starts from 0
     assert lr_factor(2, 10, 2) == 1.0  # cosine starts at the peak
-    assert lr_factor(9, 10, 2) == pytest.approx(0.0, abs=1e-12)  # and ends at min_lr_ratio
-    assert lr_factor(5, 10, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 7)))
-    assert lr_factor(9, 10, 2, min_lr_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(6, 10, 2) == pytest.approx(0.5)  # half way through the 8 decay steps
+    assert lr_factor(9, 10, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))  # the floor is at step 10
+    assert lr_factor(9, 10, 2, min_lr_ratio=0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+def _vipant_lr(step, epochs, steps_per_epoch, warmup_epoch, batch_size, lr_weight, lr_bias):
+    """VIP-ANT's cvap/module/lars.py: adjust_learning_rate, written out as its code reads."""
+    max_steps = epochs * steps_per_epoch
+    warmup_steps = int(warmup_epoch * steps_per_epoch)
+    base_lr = batch_size / 256
+    if step < warmup_steps:
+        lr = base_lr * step / warmup_steps
+    else:
+        step -= warmup_steps
+        max_steps -= warmup_steps
+        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+        end_lr = base_lr * 0.001
+        lr = base_lr * q + end_lr * (1 - q)
+    return lr * lr_weight, lr * lr_bias
+
+
+@pytest.mark.parametrize("batch_size,lr_weight,lr_bias", [(128, 0.2, 4.8e-3), (64, 1.0, 2.4e-2)])
+def test_trainer_schedule_equals_vipant(batch_size, lr_weight, lr_bias):
+    """Seed 001's files (lr_scaling batch256, VIP-ANT's defaults) give VIP-ANT's rate at every step."""
+    from assets.training.experiments import Experiment
+    from assets.training.trainer import optim_config
+
+    exp = Experiment(name="x", dataset="d", epochs=30, batch_size=batch_size,
+                     optim=OptimSpec(lr_weights=lr_weight, lr_biases=lr_bias))
+    steps = 7
+    cfg = optim_config(exp, steps)
+    assert cfg.warmup_steps == 70 and cfg.min_lr_ratio == 0.001
+    model = _model()
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, exp.epochs * steps)
+    for step in range(exp.epochs * steps):
+        want = _vipant_lr(step, exp.epochs, steps, 10, batch_size, lr_weight, lr_bias)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx(want, rel=1e-12, abs=1e-15), step
+        opt.step()
+        sched.step()
+
+
+def test_lr_scaling_none_keeps_the_rates():
+    from assets.training.experiments import Experiment
+    from assets.training.trainer import optim_config
+
+    exp = Experiment(name="x", dataset="d", batch_size=64,
+                     optim=OptimSpec(optimizer="adamw", lr_scaling="none", lr_weights=1e-3, lr_biases=2e-3))
+    cfg = optim_config(exp, 10)
+    assert (cfg.lr_weights, cfg.lr_biases) == (1e-3, 2e-3)
+    scaled = optim_config(Experiment(name="x", dataset="d", batch_size=64), 10)
+    assert (scaled.lr_weights, scaled.lr_biases) == pytest.approx((0.2 / 4, 4.8e-3 / 4))
 
 
 def _train(model, opt, sched, data, epochs, start=0, ckpt=None):

@@ -72,6 +72,30 @@ def test_resume_after_a_kill_gives_the_same_weights(visual, clips, tmp_path, ove
     assert any(not torch.equal(start[k], a[k]) for k in a)  # it did train
 
 
+def test_spec_augment_masks_training_batches_only(visual, clips, tmp_path, monkeypatch):
+    import assets.training.trainer as trainer_module
+
+    seen = []
+
+    def recording(fbank, freq_mask, time_mask, generator):
+        seen.append((tuple(fbank.shape), freq_mask, time_mask))
+        return trainer_module_spec_augment(fbank, freq_mask, time_mask, generator)
+
+    trainer_module_spec_augment = trainer_module.spec_augment
+    monkeypatch.setattr(trainer_module, "spec_augment", recording)
+    exp = _exp(train={"freq_mask": 4, "time_mask": 10})
+    model = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"})
+    inputs = _inputs(clips, exp)
+    inputs.val = clips
+    trainer = Trainer(exp, 3, model, inputs, tmp_path, torch.device("cpu"), log=lambda _: None)
+    summary = trainer.fit()
+    assert seen == [((8, 48, 16), 4, 10)] * (2 * 3)  # every training step of 2 epochs x 3 batches, nothing else
+    assert all("val_A->I_R@1" in h for h in summary["history"])  # the per-epoch validation ran, unmasked
+    seen.clear()
+    trainer._validate()
+    assert seen == []
+
+
 def test_gradient_cache_equals_the_full_batch_gradient(visual, clips):
     """grad_accum 4 (chunks of 2) must give the gradient of the loss over the whole batch of 8."""
     grads = {}
