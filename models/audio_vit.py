@@ -10,9 +10,14 @@ pooling, as ViT-B/32):
 - everything after the patch embedding (class token, ln_pre, transformer, ln_post, proj)
   copied from the image tower, so the output lives in the teacher's embedding space.
 
-`forward(fbank)` -> (B, D); `forward_segments(fbank, L)` -> (B, L, D) for Multiframe Match:
-the output patch tokens are split along time into L contiguous groups of grid rows, each
-group mean-pooled, then ln_post and proj as for the class token.
+`forward(fbank)` -> (B, D); `forward_segments(fbank, L, lengths)` -> (B, L, D) for Multiframe
+Match: each time row of the output patch grid goes to the video frame nearest to it in time, and
+each frame's rows are mean-pooled, then ln_post and proj as for the class token
+(`segment_weights`). The frame cache takes L frames evenly spaced over the clip including both
+ends (`assets.caches.video_frames.frame_timestamps`: 0, 3.33, 6.67, 10 s for L = 4), so with the
+full model (1000 frames, patch 32, stride 16: 61 rows) segment l covers the audio around frame l:
+rows 0-9 (0-1.76 s), 10-30 (1.60-5.12 s), 31-51 (4.96-8.48 s), 52-60 (8.32-9.92 s). A clip shorter
+than the input is padded: its frames span its own length, and rows past it are left out.
 
 Tiny variants (tests, the CPU demo) keep the same construction with two knobs:
 - `patch`: a kernel size other than the teacher's (the demo's tiny teacher has 16x16 patches);
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,7 +72,7 @@ class AudioViT(nn.Module):
         visual = copy.deepcopy(visual)
         src_conv = visual.conv1
         patch = tuple(patch) if patch is not None else tuple(src_conv.kernel_size)
-        self.time_frames, self.mel_bins, self.stride = time_frames, mel_bins, tuple(stride)
+        self.time_frames, self.mel_bins, self.stride, self.patch = time_frames, mel_bins, tuple(stride), patch
         self.grid = audio_grid(time_frames, mel_bins, patch, self.stride)
         self.conv = nn.Conv2d(1, src_conv.out_channels, kernel_size=patch, stride=self.stride, bias=False)
         with torch.no_grad():
@@ -102,12 +106,39 @@ class AudioViT(nn.Module):
         """(B, T, F) FBANK -> (B, D), in the teacher's embedding space (not normalised)."""
         return self._project(self._tokens(fbank)[:, 0])
 
-    def forward_segments(self, fbank: torch.Tensor, segments: int) -> torch.Tensor:
-        """(B, T, F) -> (B, L, D): one embedding per contiguous time segment of the patch grid."""
+    def forward_segments(self, fbank: torch.Tensor, segments: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, F) -> (B, L, D): one embedding per video frame, from the time rows nearest to it
+        (`segment_weights`); `lengths` (B,): each clip's true FBANK frames (None: all T)."""
         rows, cols = self.grid
         if not 1 <= segments <= rows:
             raise ValueError(f"segments={segments} must be in [1, {rows}] (time rows of the patch grid)")
-        tokens = self._tokens(fbank)[:, 1:].reshape(fbank.shape[0], rows, cols, -1)
-        bounds = np.linspace(0, rows, segments + 1).round().astype(int)
-        pooled = torch.stack([tokens[:, lo:hi].mean(dim=(1, 2)) for lo, hi in zip(bounds[:-1], bounds[1:])], dim=1)
-        return self._project(pooled)
+        if lengths is None:
+            lengths = torch.full((fbank.shape[0],), self.time_frames)
+        tokens = self._tokens(fbank)[:, 1:].reshape(fbank.shape[0], rows, cols, -1).mean(dim=2)  # (B, rows, W)
+        weights = segment_weights(rows, self.patch[0], self.stride[0], lengths.cpu(), segments)
+        return self._project(torch.einsum("blr,brw->blw", weights.to(tokens.device, tokens.dtype), tokens))
+
+
+def segment_weights(rows: int, patch: int, stride: int, lengths: torch.Tensor, segments: int) -> torch.Tensor:
+    """(B, L, rows) pooling weights: row r (input frames [r*stride, r*stride + patch), centre
+    r*stride + patch/2) belongs to the frame l whose time l * length / (L - 1) is nearest (ties:
+    the earlier frame; L = 1: the clip's middle); rows centred past the clip's length are left out.
+    Each frame's weights are 1 / its row count; a frame no row is nearest to (a very short clip)
+    takes the row nearest to it."""
+    lengths = torch.as_tensor(lengths, dtype=torch.float64).clamp(min=1)
+    centres = torch.arange(rows, dtype=torch.float64) * stride + patch / 2  # (rows,)
+    if segments == 1:
+        times = (lengths / 2)[:, None]
+    else:
+        times = lengths[:, None] * torch.arange(segments, dtype=torch.float64) / (segments - 1)  # (B, L)
+    distance = (centres[None, None, :] - times[:, :, None]).abs()  # (B, L, rows)
+    nearest = distance.argmin(dim=1)  # (B, rows): argmin returns the first, i.e. the earlier frame, on ties
+    member = nn.functional.one_hot(nearest, segments).transpose(1, 2).bool()  # (B, L, rows)
+    inside = (centres[None, :] <= lengths[:, None]) | (torch.arange(rows) == 0)[None, :]  # (B, rows); row 0 always
+    member &= inside[:, None, :]
+    empty = ~member.any(dim=2)  # (B, L)
+    if empty.any():
+        fallback = nn.functional.one_hot(distance.argmin(dim=2), rows).bool()  # (B, L, rows): each frame's nearest row
+        member |= fallback & empty[:, :, None]
+    weights = member.to(torch.float32)
+    return weights / weights.sum(dim=2, keepdim=True)

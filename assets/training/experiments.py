@@ -10,7 +10,7 @@
     init_from: null                  # audio_text: the audio_image experiment whose weights start it
     model: {kind: davenet}           # audio_vit | davenet, plus their knobs (see ModelSpec)
     loss: {kind: mined, mode: pairs, tables: [org, t2t, i2t], k: 10, partner_share: 0.5}
-    frames: {strategy: random}       # random | nearest (+ nearest_start_epoch) | multiframe
+    frames: {strategy: random}       # random | nearest (+ nearest_start_epoch, nearest_rule) | multiframe
     optim: {optimizer: lars, lr_weights: 0.2, lr_biases: 4.8e-3, warmup_epochs: 10}
     epochs: 30
     batch_size: 128
@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from assets.core.project_dirs import experiments_dir
+from losses.frame_matching import NEAREST_RULES
 from losses.mined_positives import MINED_TABLES, MODES
 
 STAGES = ("audio_image", "audio_text")
@@ -42,6 +43,7 @@ MODEL_KINDS = ("audio_vit", "davenet")
 LOSS_KINDS = ("infonce", "mined")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
 LR_SCALINGS = ("batch256", "none")
+POOLS = ("cls", "segments")
 ALL_TABLES = ("org", *MINED_TABLES)
 
 
@@ -63,6 +65,10 @@ class ModelSpec:
     # longest caption (+ the receptive field) instead of running on the cache's 2048 frames (models/davenet.py)
     width: float = 1.0
     trim_padding: bool = False
+    # audio_vit: the clip embedding. cls: the class token (VIP-ANT); segments: the mean of `segments` time-segment
+    # embeddings (fine-tuning a Multiframe Match run, whose pretraining never trained the class token)
+    pool: str = "cls"
+    segments: int = 4
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class LossSpec:
 class FrameSpec:
     strategy: str = "random"
     nearest_start_epoch: int = 0  # seed 001's n: random frames before this epoch, nearest from it on
+    nearest_rule: str = "pairwise"  # pairwise: eq. 3's max per (audio, clip) pair | per_clip: the clip's own audio picks
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,12 @@ def validate(exp: Experiment) -> None:
             fail("frames.strategy applies to audio_image experiments only")
     if (exp.train.freq_mask or exp.train.time_mask) and exp.model.kind != "audio_vit":
         fail("train.freq_mask / train.time_mask (SpecAugment) apply to the audio ViT's FBANK input only")
+    if exp.frames.nearest_rule not in NEAREST_RULES:
+        fail(f"frames.nearest_rule must be one of {NEAREST_RULES}, got {exp.frames.nearest_rule!r}")
+    if exp.model.pool not in POOLS:
+        fail(f"model.pool must be one of {POOLS}, got {exp.model.pool!r}")
+    if exp.model.pool == "segments" and (exp.model.kind != "audio_vit" or exp.frames.strategy == "multiframe"):
+        fail("model.pool: segments needs the audio ViT, and multiframe runs use their segments already")
     if exp.model.trim_padding and exp.model.kind != "davenet":
         fail("model.trim_padding applies to davenet only (the audio ViT's input length is fixed)")
     if exp.model.kind == "davenet" and exp.frames.strategy == "multiframe":
@@ -275,7 +288,8 @@ def validate(exp: Experiment) -> None:
     if exp.optim.lr_scaling not in LR_SCALINGS:
         fail(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {exp.optim.lr_scaling!r}")
     for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
-                             ("eval.size", exp.eval.size, 2), ("train.freq_mask", exp.train.freq_mask, 0),
+                             ("eval.size", exp.eval.size, 2), ("model.segments", exp.model.segments, 1),
+                             ("train.freq_mask", exp.train.freq_mask, 0),
                              ("train.time_mask", exp.train.time_mask, 0),
                              ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0)):
         if not isinstance(value, int) or value < low:
@@ -311,7 +325,7 @@ def load_experiments(directory: Path) -> dict[str, Experiment]:
         base = found.get(exp.init_from)
         if base is None:
             raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} is not an experiment in {directory}")
-        if base.stage != "audio_image" or base.model != exp.model:
+        if base.stage != "audio_image" or replace(base.model, pool="cls") != replace(exp.model, pool="cls"):
             raise ExperimentError(f"{exp.path}: init_from {exp.init_from!r} must be an audio_image experiment "
                                   "with the same model section")
         missing = sorted(set(exp.seeds) - set(base.seeds))

@@ -22,7 +22,7 @@ from assets.core.atomic_io import atomic_path, write_parquet_atomic
 from assets.core.plots import figure_png, png_markdown, subplots
 from assets.training.experiments import ALL_TABLES, Experiment
 
-DIRECTIONS = ("A->I", "I->A", "A->T", "T->A")
+DIRECTIONS = ("A->I", "I->A", "A->I common", "I->A common", "A->T", "T->A")
 KS = ("R@1", "R@5", "R@10")
 
 
@@ -31,7 +31,9 @@ def report_rows(docs: list[dict]) -> list[dict]:
     rows = []
     for d in sorted(docs, key=lambda d: (d["dataset"], d["stage"], d["experiment"])):
         row = {"experiment": d["experiment"], "dataset": d["dataset"], "stage": d["stage"], "model": d["model"],
-               "frames": d["frames"] + (f" (n={d['nearest_start_epoch']})" if d.get("nearest_start_epoch") is not None else ""),
+               "frames": d["frames"] + (f" (n={d['nearest_start_epoch']}"
+                                        + (", per clip" if d.get("nearest_rule") == "per_clip" else "") + ")"
+                                        if d.get("nearest_start_epoch") is not None else ""),
                "loss": d["loss"], "mode": d.get("mode"), "k": d["k"], "seeds": len(d["seeds"]), "eval_clips": d["eval"]["clips"],
                "description": d.get("description", ""), "tags": list(d.get("tags", []))}
         for t in ALL_TABLES:
@@ -79,6 +81,12 @@ def markdown_report(rows: list[dict]) -> str:
                      *(_cell(r, f"{d} {k}", r["seeds"]) for d in directions for k in KS)]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    if any(r["A->I common R@1"] is not None for r in rows):
+        out.append("A->I, I->A: each run scored with its own similarity, the one it trained with (random: "
+                   "frame ceil(L/2)-1; nearest: max over frames; multiframe: flattened segments). "
+                   "A->I common, I->A common: one protocol for every run, VIP-ANT's (one audio embedding, a "
+                   "multiframe model's segment mean, against frame ceil(L/2)-1), so the columns compare "
+                   "training methods rather than scoring rules.")
     if any(r["seeds"] > 1 for r in rows):
         out.append("mean ± sample standard deviation over seeds.")
     return "\n".join(out)

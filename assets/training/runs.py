@@ -39,9 +39,9 @@ from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
 from assets.training.data import ClipSet, load_clips, seeded_subset
-from assets.training.evaluation import SIMILARITY_NAMES, embed_clips, retrieval_report
+from assets.training.evaluation import COMMON_PROTOCOL, SIMILARITY_NAMES, embed_clips, retrieval_report
 from assets.training.experiments import Experiment
-from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, load_encoder_weights
+from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, audio_output, load_encoder_weights
 from models.audio_encoder import build_audio_encoder
 
 CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
@@ -309,9 +309,8 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
     dev = resolve_device(device)
     model = build_encoder(exp, teacher, embedding_dim(clips), seed).to(dev)
     load_encoder_weights(model, weights)
-    segments = clips.frames.shape[1] if exp.frames.strategy == "multiframe" else None
     src = data_sources(cache, ds, exp, with_text)
-    emb = embed_clips(model, clips, normaliser(cache, ds, exp, src.layout), dev, segments)
+    emb = embed_clips(model, clips, normaliser(cache, ds, exp, src.layout), dev, audio_output(exp, clips))
     return retrieval_report(emb, clips, exp.frames.strategy, with_text)
 
 
@@ -335,6 +334,7 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
         "experiment": exp.name, "dataset": ds.name, "description": exp.description, "tags": list(exp.tags),
         "stage": exp.stage, "model": exp.model.kind, "frames": exp.frames.strategy,
         "nearest_start_epoch": exp.frames.nearest_start_epoch if exp.frames.strategy == "nearest" else None,
+        "nearest_rule": exp.frames.nearest_rule if exp.frames.strategy == "nearest" else None,
         "loss": exp.loss.kind, "mode": exp.loss.mode if exp.loss.kind == "mined" else None,
         "tables": sorted(exp.table_set), "k": exp.loss.k if exp.loss.kind == "mined" else None,
         "seeds": sorted(per_seed), "fingerprints": {str(s): exp.fingerprint(s) for s in sorted(per_seed)},
@@ -342,6 +342,7 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
                  "queries": {d: first[d]["queries"] for d in first},
                  "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first},
                  "audio_image_similarity": SIMILARITY_NAMES[exp.frames.strategy] if clips.frames is not None else None,
+                 "common_protocol": COMMON_PROTOCOL if clips.frames is not None else None,
                  "text": "captions" if with_text else None,
                  "clip_ids_sha256": _ids_digest(clips.clip_ids)},
         "eval_config": asdict(exp.eval), "protocol": PROTOCOL, "per_seed": {str(s): r for s, r in sorted(per_seed.items())},

@@ -39,7 +39,7 @@ from assets.core.device import autocast, enable_tf32, grad_scaler
 from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.training.data import Batch, BatchLoader, ClipSet
-from assets.training.evaluation import embed_clips, encode_audio, retrieval_report
+from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_scale
@@ -86,8 +86,14 @@ def loader_workers(configured: int | None, device: torch.device) -> int:
     return 1 if device.type == "cuda" else 0
 
 
-def _segments(exp: Experiment, inputs: TrainInputs) -> int | None:
-    return inputs.train.frames.shape[1] if exp.frames.strategy == "multiframe" else None
+def audio_output(exp: Experiment, clips: ClipSet) -> AudioOutput:
+    """What the experiment's encoder outputs (evaluation.AudioOutput): Multiframe Match's segments (one
+    per frame of the clips), the segment mean (`model.pool: segments`), or the class token."""
+    if exp.stage == "audio_image" and exp.frames.strategy == "multiframe":
+        return AudioOutput(segments=clips.frames.shape[1])
+    if exp.model.pool == "segments":
+        return AudioOutput(mean_of=exp.model.segments)
+    return AudioOutput()
 
 
 class Trainer:
@@ -114,7 +120,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.modules, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, exp.epochs * self.steps_per_epoch)
         self.scaler = grad_scaler(device)
-        self.segments = _segments(exp, inputs)
+        self.output = audio_output(exp, inputs.train)
         self.loader_workers = loader_workers(exp.train.num_workers, device)
         self.pair_batches = (MinedPairBatches(n, b, inputs.neighbours, exp.loss.tables, exp.loss.k,
                                               exp.loss.partner_share, seed)
@@ -124,7 +130,7 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------
     def _encode(self, batch: Batch) -> torch.Tensor:
-        return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.segments)
+        return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
     def _loss(self, audio: torch.Tensor, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
         exp = self.exp
@@ -134,7 +140,8 @@ class Trainer:
         elif exp.frames.strategy == "multiframe":
             sim = multiframe_similarity(audio, batch.frames)
         elif exp.frames.strategy == "nearest":
-            sim = nearest_match_similarity(audio, batch.frames, epoch, exp.frames.nearest_start_epoch, gen)
+            sim = nearest_match_similarity(audio, batch.frames, epoch, exp.frames.nearest_start_epoch, gen,
+                                           exp.frames.nearest_rule)
         else:
             sim = random_frame_similarity(audio, batch.frames, gen)
         loss_fn = self.modules["loss"]
@@ -188,7 +195,7 @@ class Trainer:
         val = self.inputs.val
         if val is None or len(val) < 2:
             return {}
-        emb = embed_clips(self.modules["encoder"], val, self.inputs.normalise, self.device, self.segments)
+        emb = embed_clips(self.modules["encoder"], val, self.inputs.normalise, self.device, self.output)
         report = retrieval_report(emb, val, self.exp.frames.strategy, with_text=self.exp.stage == "audio_text")
         direction = "A->T" if self.exp.stage == "audio_text" else "A->I"
         return {f"val_{direction}_R@1": report[direction]["R@1"], f"val_{direction}_R@10": report[direction]["R@10"]}

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE, cosine_similarity_matrix, symmetric_cross_entropy
-from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
+from losses.frame_matching import (eval_frame_index, multiframe_similarity, nearest_match_similarity,
+                                   random_frame_similarity)
 
 
 def _sim(seed=0, b=5, d=4):
@@ -115,6 +116,26 @@ def test_nearest_match_is_the_max_over_frames_after_epoch_n():
         for c in range(3):
             direct = max(torch.nn.functional.cosine_similarity(audio[a], frames[c, l], dim=0) for l in range(4))
             assert sim[a, c].item() == pytest.approx(direct.item(), abs=1e-6)
+
+
+def test_nearest_match_per_clip_uses_the_frame_of_the_clips_own_audio():
+    """Hand case, D = 2: clip 0's own audio points at its frame 1, clip 1's at its frame 0; every audio is
+    then compared with that frame, even audio 1, whose best frame of clip 0 is frame 0."""
+    audio = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    frames = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],    # clip 0: frames along x, y
+                           [[1.0, 0.0], [1.0, 1.0]]])   # clip 1: x, diagonal
+    gen = torch.Generator().manual_seed(0)
+    per_clip = nearest_match_similarity(audio, frames, 1, 0, gen, rule="per_clip")
+    pairwise = nearest_match_similarity(audio, frames, 1, 0, gen, rule="pairwise")
+    r = 2 ** -0.5
+    torch.testing.assert_close(per_clip, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # columns: clip 0 -> y, clip 1 -> x
+    torch.testing.assert_close(pairwise, torch.tensor([[1.0, r], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="nearest rule"):
+        nearest_match_similarity(audio, frames, 1, 0, gen, rule="best")
+
+
+def test_vipant_evaluation_frame():
+    assert [eval_frame_index(n) for n in (1, 2, 3, 4, 5)] == [0, 0, 1, 1, 2]  # int(np.ceil(L / 2)) - 1
 
 
 def test_before_epoch_n_a_seeded_random_frame():

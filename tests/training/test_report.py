@@ -140,11 +140,11 @@ def test_report_row_percent_and_flags():
     assert row["A->I R@5"] == 50.0 and row["A->I R@5 std"] == 0.0
     assert row["A->I R@10"] == 75.0 and row["A->I R@10 std"] == 12.5
     assert row["A->I median_rank"] == 4.0 and row["A->I median_rank std"] == 1.5  # a rank, not a fraction
-    for d in ("I->A", "A->T", "T->A"):  # not in the summary
+    for d in ("I->A", "A->I common", "I->A common", "A->T", "T->A"):  # not in the summary
         for k in ("R@1", "R@5", "R@10", "median_rank"):
             assert row[f"{d} {k}"] is None and row[f"{d} {k} std"] is None
     assert row["chance R@10"] == 4.0  # 100 x the larger of 0.02 and 0.04
-    assert len(row) == 12 + 6 + 4 * 4 * 2 + 1 and row["tags"] == []  # identity (with mode), 6 tables (with oracle)
+    assert len(row) == 12 + 6 + 6 * 4 * 2 + 1 and row["tags"] == []  # identity (with mode), 6 tables (with oracle), 6 directions
 
 
 def test_report_rows_flags_from_metrics_documents_and_order():

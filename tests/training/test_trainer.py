@@ -96,6 +96,48 @@ def test_spec_augment_masks_training_batches_only(visual, clips, tmp_path, monke
     assert seen == []
 
 
+def test_multiframe_scores_with_one_similarity_in_training_and_evaluation(visual, clips):
+    """The evaluation's multiframe score of every (audio, clip) pair equals the training loss's similarity
+    on the same clips (eq. 4 on raw segments), and the common protocol uses the segment mean vs frame 1 of 4."""
+    from assets.training.evaluation import (AudioOutput, audio_image_similarity, common_similarity, embed_clips,
+                                            encode_audio, retrieval_report)
+    from losses.frame_matching import multiframe_similarity
+
+    model = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"}).eval()
+    norm = Normaliser({"mean": 0.5, "std": 2.0})
+    out = AudioOutput(segments=L)
+    batch = next(iter(BatchLoader(clips, np.arange(N), N, norm, drop_last=False)))
+    with torch.no_grad():
+        train_sim = multiframe_similarity(encode_audio(model, batch.audio, batch.lengths, out), batch.frames)
+    emb = embed_clips(model, clips, norm, torch.device("cpu"), out, batch_size=5)
+    assert emb.shape == (N, L, D)
+    np.testing.assert_allclose(audio_image_similarity(emb, clips.frames, "multiframe"), train_sim.numpy(), atol=1e-5)
+    mean = emb.mean(axis=1)
+    frame1 = clips.frames[:, 1]
+    direct = (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ (frame1 / np.linalg.norm(frame1, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(common_similarity(emb, clips.frames), direct, atol=1e-5)
+    report = retrieval_report(emb, clips, "multiframe", with_text=False)
+    assert set(report) == {"A->I", "I->A", "A->I common", "I->A common"}
+
+
+def test_segment_mean_pooling_for_fine_tuning(visual, clips):
+    """model.pool: segments -> the clip embedding is the mean of the segment embeddings, not the class token."""
+    from assets.training.evaluation import AudioOutput, encode_audio
+    from assets.training.trainer import audio_output
+
+    model = build_audio_encoder("audio_vit", visual, D, 3, **{k: v for k, v in MODEL.items() if k != "kind"}).eval()
+    x = torch.randn(3, 48, 16)
+    lengths = torch.tensor([48, 40, 48])
+    with torch.no_grad():
+        pooled = encode_audio(model, x, lengths, AudioOutput(mean_of=4))
+        torch.testing.assert_close(pooled, model.forward_segments(x, 4, lengths).mean(dim=1))
+        assert not torch.allclose(pooled, model(x))
+    ft = parse_experiment({"dataset": "d", "stage": "audio_text", "model": MODEL | {"pool": "segments"}}, "ft", "ft.yaml")
+    assert audio_output(ft, clips) == AudioOutput(mean_of=4)
+    assert audio_output(_exp(frames={"strategy": "multiframe"}), clips) == AudioOutput(segments=L)
+    assert audio_output(_exp(), clips) == AudioOutput()
+
+
 def test_gradient_cache_equals_the_full_batch_gradient(visual, clips):
     """grad_accum 4 (chunks of 2) must give the gradient of the loss over the whole batch of 8."""
     grads = {}
