@@ -10,8 +10,9 @@ loss's temperature) learn. Per step:
     loss: SymmetricInfoNCE, or MultiPositiveInfoNCE with the batch's mined-positive mask (seed 000)
 
 Everything random is seeded per (seed, epoch): the batch order, the random frames, the
-caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.time_mask`); so a run resumed from its last epoch checkpoint continues exactly as the
-uninterrupted run (bit-identical weights on the CPU). On CUDA: TF32 and autocast.
+caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.time_mask`);
+so a run resumed from its last epoch checkpoint continues exactly as the uninterrupted run
+(bit-identical weights on the CPU). On CUDA: TF32 and autocast.
 
 Gradient accumulation (`grad_accum` > 1) keeps the loss over the whole batch, as a
 contrastive loss needs all in-batch negatives: the batch is encoded chunk by chunk without

@@ -417,3 +417,16 @@ def test_batch_positive_means_over_every_epoch_of_every_seed():
     assert batch_positive_means(runs) == {"mined_positive_share": 0.7, "mined_positives_per_row": 2.0,
                                           "same_key_share": 0.3, "mined_precision": 0.9}  # None: an epoch with no pair
     assert batch_positive_means(RUNS) == {}  # runs recorded before the statistics existed
+
+
+def test_common_protocol_columns_and_their_legend():
+    """Runs scored under both protocols get `A->I common` / `I->A common` columns and one legend line saying
+    which is which; the per-clip Nearest Match rule shows in the frames column."""
+    seeds = {0: BASE_SEEDS[0] | {"A->I common": _recall(0.08, 0.2, 0.3, 20.0), "I->A common": _recall(0.07, 0.2, 0.3, 21.0)}}
+    doc = _doc("near", seeds, frames="nearest", nearest_start_epoch=2) | {"nearest_rule": "per_clip"}
+    md = markdown_report(report_rows([doc]))
+    assert "| A->I common R@1 | A->I common R@5 | A->I common R@10 | I->A common R@1 |" in md
+    assert "| near | nearest (n=2, per clip) | – | – | ✓ | ✗ | ✗ | ✗ | ✗ | ✗ | 12.0 | 30.0 | 50.0 | 10.0 | 25.0 | 40.0 | " \
+           "8.0 | 20.0 | 30.0 | 7.0 | 20.0 | 30.0 |" in md.splitlines()
+    assert sum("A->I common, I->A common: one protocol for every run" in line for line in md.splitlines()) == 1
+    assert "common" not in markdown_report(report_rows([base_doc()]))  # no such columns, no legend
