@@ -5,6 +5,7 @@ Seed 001: Tsubaki et al. 2024 (AudioSet audio-image pretraining, AudioCaps fine-
 Only the experiment files are read; nothing is trained.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,10 @@ def test_seed001_audio_text_fine_tuning(paper, row):
     exp = paper[f"s001_ft_{row}"]
     assert exp.init_from == f"s001_{row}"
     base = paper[exp.init_from]
-    assert base.stage == "audio_image" and base.model == exp.model == S001_MODEL
+    assert base.stage == "audio_image" and base.model == replace(exp.model, pool="cls") == S001_MODEL
+    # a Multiframe run's class token was never trained: its fine-tuning starts from the segment mean
+    assert (exp.model.pool, exp.model.segments) == (("segments", 4) if row == "multiframe" else ("cls", 4))
+    assert exp.optim.lr_scaling == "batch256" and (exp.train.freq_mask, exp.train.time_mask) == (32, 200)
     assert set(exp.seeds) <= set(base.seeds)
     assert exp.dataset == "audiocaps" and exp.stage == "audio_text"
     assert exp.loss.kind == "infonce" and exp.frames.strategy == "random"
