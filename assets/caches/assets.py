@@ -15,13 +15,12 @@ from dataclasses import asdict
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.caches.audio_cache_rows import (CODE_VERSION as AUDIO_CODE_VERSION, audio_row, audio_spec, expected_seconds,
-                                            torch_threads)
+from assets.caches.audio_cache_rows import CODE_VERSION as AUDIO_CODE_VERSION, audio_row, audio_spec, torch_threads
 from assets.caches.audio_features import AudioChecks, FbankParams, LogMelParams
 from assets.caches.fbank_stats import FbankStatsParams, bin_plot, fbank_stats as compute_fbank_stats
 from assets.caches.frame_cache_rows import CODE_VERSION as FRAME_CODE_VERSION, frame_row, frame_spec, quiet_decoders
 from assets.caches.shard_builder import CacheSpec, ShardBuild, build_shard
-from assets.caches.video_frames import FrameParams
+from assets.caches.video_frames import SEEK_MODES, FrameParams
 from assets.caches.worker_pool import POOL_DEFAULTS
 from assets.core.atomic_io import write_json_atomic
 from assets.core.markdown import markdown_table
@@ -72,6 +71,8 @@ class FrameCacheConfig(PoolConfig):
     size: int = _FRAMES.size  # the CLIP teacher's input size (ViT-B/32: 224)
     jpeg_quality: int = _FRAMES.jpeg_quality
     still_threshold: float = _FRAMES.still_threshold  # mean abs frame difference (0-255) below which a clip is still
+    frame_seek: str = _FRAMES.seek  # exact: the frame nearest each time | keyframe: the nearest keyframe (offset recorded)
+    coverage_margin_s: float = _FRAMES.coverage_margin_s  # a video ending more than this before the span is `short_video`
 
 
 def build_frame_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
@@ -85,14 +86,19 @@ def build_frame_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
                      "and a still-video flag."),
     )
     def frame_cache(context: dg.AssetExecutionContext, config: FrameCacheConfig, cache: CachePaths) -> dg.MaterializeResult:
+        if config.frame_seek not in SEEK_MODES:
+            raise dg.Failure(f"frame_seek must be one of {SEEK_MODES}, got {config.frame_seek!r}")
         p = FrameParams(num_frames=1 if picture_only else config.num_frames, size=config.size,
-                        jpeg_quality=config.jpeg_quality, still_threshold=config.still_threshold)
+                        jpeg_quality=config.jpeg_quality, still_threshold=config.still_threshold,
+                        seek=config.frame_seek, coverage_margin_s=config.coverage_margin_s)
         build, result = run_cache_stage(
-            context, ds, cache, "frame_cache", frame_spec(p, picture_only),
-            lambda m: (*member_paths(ds.root, m), p),  # Places rows have an image path, video rows do not
+            context, ds, cache, "frame_cache", frame_spec(p, picture_only, ds.media),
+            # Places rows have an image path, video rows do not
+            lambda m: (*member_paths(ds.root, m), m["start_s"], m["end_s"], ds.media, p),
             frame_row, config, init=quiet_decoders)
-        still = pq.read_table(build.path, columns=["still"]).column("still").to_pylist()
-        result.metadata["still_clips"] = dg.MetadataValue.int(sum(1 for x in still if x) if not picture_only else 0)
+        rows = pq.read_table(build.path, columns=["still", "warnings"]).to_pydict()
+        result.metadata["still_clips"] = dg.MetadataValue.int(sum(1 for x in rows["still"] if x) if not picture_only else 0)
+        result.metadata["short_video_clips"] = dg.MetadataValue.int(sum(1 for w in rows["warnings"] if w and "short_video" in w))
         return result
 
     return frame_cache
@@ -133,8 +139,9 @@ def _audio_asset(ds: DatasetConfig, shards, stage: str, config_cls, make_params,
     def audio_cache(context: dg.AssetExecutionContext, config: config_cls, cache: CachePaths) -> dg.MaterializeResult:
         params, checks = make_params(config), config.checks()
         _, result = run_cache_stage(
-            context, ds, cache, stage, audio_spec(stage, params, checks, config.dtype),
-            lambda m: (member_paths(ds.root, m)[0], expected_seconds(m), params, checks, config.dtype),
+            context, ds, cache, stage, audio_spec(stage, params, checks, config.dtype, ds.media, ds.channel),
+            lambda m: (member_paths(ds.root, m)[0], m["start_s"], m["end_s"], ds.media, ds.channel, params, checks,
+                       config.dtype),
             audio_row, config, init=torch_threads(config.torch_threads))
         return result
 

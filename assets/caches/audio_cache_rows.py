@@ -22,34 +22,44 @@ import torch
 
 from assets.caches.audio_features import (FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank,
                                           pad_or_cut, rms_dbfs)
+from assets.caches.clip_span import ClipSpan, clip_span, span_warnings
 from assets.caches.shard_builder import CacheSpec
 from assets.core.atomic_io import read_parquet_metadata
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: the clip span (media: segment | full), AAC padding trimmed, channel: first | mix
 
 AUDIO_FIELDS = [
     ("features", pa.binary()),  # (frames, bins) for FBANK, (bins, frames) for log-mel; dtype and shape in the schema metadata
     ("n_frames", pa.int32()),  # true length before padding (<= target)
     ("source_rate", pa.int32()), ("source_channels", pa.int32()),
-    ("duration_s", pa.float32()), ("rms_dbfs", pa.float32()),
-    ("warnings", pa.string()),  # e.g. resampled, first of several channels
+    ("duration_s", pa.float32()),  # decoded seconds of the clip's span
+    ("span_start_s", pa.float32()),  # where the span starts in the file (media: full), 0 for segment files
+    ("file_duration_s", pa.float32()),  # the whole audio stream (null when the container does not say)
+    ("rms_dbfs", pa.float32()),
+    ("warnings", pa.string()),  # resampled, first of / mean of several channels, short_audio, longer_than_listed
 ]
 
 
-def _warnings(audio) -> str:
+def _warnings(audio, span: ClipSpan, media_mode: str, channel: str) -> str:
     notes = []
     if audio.source_rate != audio.sample_rate:
         notes.append(f"resampled {audio.source_rate}->{audio.sample_rate} Hz")
     if audio.source_channels > 1:
-        notes.append(f"first of {audio.source_channels} channels")
+        notes.append(f"{'first' if channel == 'first' else 'mean'} of {audio.source_channels} channels")
+    if audio.file_duration_s is not None:
+        notes += span_warnings(span, "audio", audio.file_duration_s, media_mode, margin_s=0.5)
     return "; ".join(notes)
 
 
 def audio_row(task: tuple) -> dict:
-    """The fbank_cache / logmel_cache columns of one clip (runs in a worker process)."""
-    path, expected_s, params, checks, dtype = task
-    audio = decode_audio(path, sample_rate=params.sample_rate, min_source_rate=checks["min_source_rate"])
-    check_audio(path, audio, min_seconds=checks["min_seconds"], expected_seconds=expected_s,
+    """The fbank_cache / logmel_cache columns of one clip (runs in a worker process).
+
+    task: (path, listed start_s, listed end_s, the dataset's media and channel modes, params, checks, dtype)."""
+    path, start_s, end_s, media_mode, channel, params, checks, dtype = task
+    span = clip_span(media_mode, start_s, end_s, path)
+    audio = decode_audio(path, sample_rate=params.sample_rate, min_source_rate=checks["min_source_rate"],
+                         span=span, channel=channel)
+    check_audio(path, audio, min_seconds=checks["min_seconds"], expected_seconds=span.length_s,
                 min_fraction=checks["min_fraction"], silence_dbfs=checks["silence_dbfs"])
     if isinstance(params, FbankParams):
         features, n_frames = pad_or_cut(kaldi_fbank(audio.waveform, params), params.target_frames)
@@ -57,15 +67,18 @@ def audio_row(task: tuple) -> dict:
         features, n_frames = davenet_logmel(audio.waveform, params)
     return {"features": np.ascontiguousarray(features, dtype=dtype).tobytes(), "n_frames": n_frames,
             "source_rate": audio.source_rate, "source_channels": audio.source_channels,
-            "duration_s": audio.duration_s, "rms_dbfs": rms_dbfs(audio.waveform), "warnings": _warnings(audio)}
+            "duration_s": audio.duration_s, "span_start_s": span.start_s, "file_duration_s": audio.file_duration_s,
+            "rms_dbfs": rms_dbfs(audio.waveform), "warnings": _warnings(audio, span, media_mode, channel)}
 
 
-def audio_spec(stage: str, params, checks: dict, dtype: str) -> CacheSpec:
+def audio_spec(stage: str, params, checks: dict, dtype: str, media_mode: str = "segment",
+               channel: str = "first") -> CacheSpec:
     if isinstance(params, FbankParams):
         shape, layout = (params.target_frames, params.num_mel_bins), "frames,bins"
     else:
         shape, layout = (params.num_mel_bins, params.target_frames), "bins,frames"
-    return CacheSpec(stage, CODE_VERSION, asdict(params) | checks | {"dtype": dtype}, AUDIO_FIELDS,
+    source = {"dtype": dtype, "media": media_mode, "channel": channel}
+    return CacheSpec(stage, CODE_VERSION, asdict(params) | checks | source, AUDIO_FIELDS,
                      {"clipkt.features.dtype": dtype, "clipkt.features.shape": ",".join(map(str, shape)),
                       "clipkt.features.layout": layout})
 
@@ -89,11 +102,6 @@ def read_features(path: Path, rows: Sequence[int] | None = None) -> tuple[np.nda
     for i, row in enumerate(rows):
         out[i] = np.frombuffer(blobs[row].as_py(), dtype=dtype).reshape(shape)
     return out, np.asarray([lengths[r].as_py() or 0 for r in rows], np.int64)
-
-
-def expected_seconds(member: dict) -> float | None:
-    span = (member["end_s"] or 0.0) - (member["start_s"] or 0.0)
-    return span if span == span and span > 0 else None  # NaN for Places: no listed segment length
 
 
 def torch_threads(n: int):

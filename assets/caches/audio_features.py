@@ -4,7 +4,7 @@ Pure functions, no Dagster. Only `decode_audio` touches the file system.
 
 Public API::
 
-    decode_audio(path, sample_rate=16000, min_source_rate=16000, max_channels=8) -> DecodedAudio
+    decode_audio(path, sample_rate=16000, min_source_rate=16000, max_channels=8, span=ClipSpan(), channel="first")
     check_audio(path, audio, min_seconds=1.0, expected_seconds=None, min_fraction=0.5, silence_dbfs=-60.0)
     kaldi_fbank(waveform, FbankParams()) -> (T, num_mel_bins) float32
     pad_or_cut(features, target_frames) -> ((target_frames, bins) float32, true length)
@@ -39,34 +39,42 @@ import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 import torchaudio.functional as ta_functional
 
+from assets.caches.clip_span import ClipSpan
 from assets.core.errors import ClipError
+from assets.ingest.dataset_config import CHANNEL_MODES
 
 # ---------------------------------------------------------------------------------------------
 # Decoding
 
 
+SEEK_MARGIN_S = 1.0  # a span starting later than this is reached by seeking to this much before it
+INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2"}  # containers whose stream duration is exact (edit list / sample table)
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
-    waveform: np.ndarray  # float32 (N,): channel 0 of the source, resampled to sample_rate
+    waveform: np.ndarray  # float32 (N,): the span of channel 0 (or of the channel mean), resampled to sample_rate
     sample_rate: int
     source_rate: int
     source_channels: int
-    duration_s: float  # decoded source samples / source_rate
+    duration_s: float  # decoded source samples of the span / source_rate
+    file_duration_s: float | None = None  # the whole stream (exact for MP4-family files and wav; else the header's)
+    channel_dbfs: tuple[float, ...] = ()  # RMS level of each source channel over the span
 
 
 # Integer sample formats -> the divisor FFmpeg's own s16/s32 -> flt conversion uses.
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 
-def _first_channel(frame: av.AudioFrame, channels: int) -> np.ndarray:
-    """Channel 0 of one decoded frame as float32 (samples,), without any downmix."""
+def _all_channels(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """Every channel of one decoded frame as float32 (channels, samples), without any mixing."""
     data = frame.to_ndarray()  # planar: (channels, samples); packed: (1, samples * channels)
-    first = data[0] if frame.format.is_planar else data.reshape(-1, channels)[:, 0]
-    if first.dtype == np.uint8:  # u8 is offset binary
-        return (first.astype(np.float32) - 128.0) / 128.0
-    if first.dtype in _INT_SCALE:
-        return (first.astype(np.float64) / _INT_SCALE[first.dtype]).astype(np.float32)
-    return first.astype(np.float32)
+    data = data if frame.format.is_planar else data.reshape(-1, channels).T
+    if data.dtype == np.uint8:  # u8 is offset binary
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if data.dtype in _INT_SCALE:
+        return (data.astype(np.float64) / _INT_SCALE[data.dtype]).astype(np.float32)
+    return data.astype(np.float32)
 
 
 def _resample(x: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
@@ -86,7 +94,17 @@ def _check_format(path: str, rate: int, channels: int, min_source_rate: int, max
         raise ClipError("odd_channels", f"{path}: {channels} audio channels (accepted: 1..{max_channels})")
 
 
-def _decode_pcm16_wav(path: str, min_source_rate: int, max_channels: int) -> tuple[np.ndarray, int, int] | None:
+@dataclass(frozen=True)
+class _Samples:
+    data: np.ndarray  # float32 (channels, n): source samples from `first` on
+    first: int  # sample index (from the stream's first sample) of data[:, 0]
+    rate: int
+    channels: int
+    total: int | None  # the stream's exact sample count, when the container states it
+    header_s: float | None = None  # the stream's (or container's) duration as its header estimates it
+
+
+def _decode_pcm16_wav(path: str, min_source_rate: int, max_channels: int) -> _Samples | None:
     """Fast path for 16-bit PCM wav (AudioCaps, Places): the `wave` module reads a 10 s clip in
     ~0.1 ms where PyAV takes ~6 ms, with the same samples. None for anything else (float or
     extensible wav, other widths, unreadable headers): PyAV then decodes or reports it."""
@@ -103,12 +121,19 @@ def _decode_pcm16_wav(path: str, min_source_rate: int, max_channels: int) -> tup
         _check_format(path, rate, channels, min_source_rate, max_channels)
         data = reader.readframes(reader.getnframes())
     whole = len(data) // (2 * channels) * (2 * channels)  # a truncated file may end mid-frame
-    pcm = np.frombuffer(data[:whole], "<i2").reshape(-1, channels)[:, 0]  # interleaved (N, C) -> channel 0
-    return pcm.astype(np.float32) / np.float32(32768.0), rate, channels
+    pcm = np.frombuffer(data[:whole], "<i2").reshape(-1, channels).T  # interleaved (N, C) -> (C, N)
+    return _Samples(pcm.astype(np.float32) / np.float32(32768.0), 0, rate, channels, pcm.shape[1])
 
 
-def _decode_first_channel(path: str, min_source_rate: int, max_channels: int) -> tuple[np.ndarray, int, int]:
-    """(channel 0 float32 at the source rate, source rate, source channels); av errors propagate."""
+def _decode_stream(path: str, span: ClipSpan, min_source_rate: int, max_channels: int) -> _Samples:
+    """Decode the first audio stream from (about) the span's start to its end; av errors propagate.
+
+    Samples are placed by the first decoded frame's timestamp, so a seek lands where it says and
+    an encoder's priming that the decoder did not skip (negative timestamps) falls before 0.
+    The trailing padding an AAC encoder adds to fill its last 1024-sample frame is cut at the
+    stream's duration when the container states it exactly (MP4 family: the edit list / sample
+    table), which is what ffmpeg does (160000 samples for a 10 s 16 kHz clip, not 160768).
+    """
     with av.open(path) as container:
         if not container.streams.audio:
             kinds = ", ".join(s.type for s in container.streams) or "none"
@@ -116,13 +141,62 @@ def _decode_first_channel(path: str, min_source_rate: int, max_channels: int) ->
         stream = container.streams.audio[0]
         rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
         _check_format(path, rate, channels, min_source_rate, max_channels)
-        chunks = []
+        tb, origin = stream.time_base, stream.start_time or 0
+        total = None
+        if stream.duration and container.format.name in INDEXED_FORMATS:
+            total = int(round(stream.duration * tb * rate))
+        stop = None if span.end_s is None else int(round(span.end_s * rate))
+        if span.start_s > SEEK_MARGIN_S:
+            container.seek(origin + int((span.start_s - SEEK_MARGIN_S) / tb), stream=stream, backward=True)
+        header_s = (float(stream.duration * tb) if stream.duration else
+                    container.duration / av.time_base if container.duration else None)
+        chunks, first, decoded = [], None, 0
         for frame in container.decode(stream):
             if frame.sample_rate != rate:  # concatenating would stretch part of the clip
                 raise ClipError("corrupt", f"{path}: sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)")
-            chunks.append(_first_channel(frame, frame.layout.nb_channels))
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return samples, rate, channels
+            if first is None:
+                first = 0 if frame.pts is None else int(round((frame.pts - origin) * tb * rate))
+            chunks.append(_all_channels(frame, frame.layout.nb_channels))
+            decoded += chunks[-1].shape[1]
+            if stop is not None and first + decoded >= stop:
+                break
+    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    if data.shape[0] != channels:
+        raise ClipError("corrupt", f"{path}: frames hold {data.shape[0]} channels, the stream says {channels}")
+    return _Samples(data, first or 0, rate, channels, total, header_s)
+
+
+def decode_audio(path: str, sample_rate: int = 16000, min_source_rate: int = 16000, max_channels: int = 8,
+                 span: ClipSpan = ClipSpan(), channel: str = "first") -> DecodedAudio:
+    """Decode the span of the first audio stream of any FFmpeg-readable file, take channel 0
+    (`first`, as VIP-ANT: "the first audio channel is always used") or the mean of all channels
+    (`mix`), and resample it.
+
+    Raises ClipError: corrupt (cannot open/decode, or no samples), no_audio_stream,
+    odd_sample_rate (source below min_source_rate), odd_channels (0 or > max_channels),
+    too_short (the stream ends before the span starts).
+    """
+    if channel not in CHANNEL_MODES:
+        raise ValueError(f"channel must be one of {CHANNEL_MODES}, got {channel!r}")
+    try:
+        s = _decode_pcm16_wav(path, min_source_rate, max_channels) or _decode_stream(path, span, min_source_rate,
+                                                                                   max_channels)
+    except av.FFmpegError as err:  # also FileNotFoundError/PermissionError, which PyAV subclasses
+        raise ClipError("corrupt", f"{path}: cannot decode audio: {err}") from err
+    if s.data.shape[1] == 0:
+        raise ClipError("corrupt", f"{path}: the audio stream decodes to no samples")
+    end = s.first + s.data.shape[1] if s.total is None else min(s.first + s.data.shape[1], s.total)
+    lo = max(int(round(span.start_s * s.rate)), s.first)
+    hi = end if span.end_s is None else min(end, int(round(span.end_s * s.rate)))
+    if hi <= lo:
+        raise ClipError("too_short", f"{path}: the audio stream ends at {end / s.rate:.2f} s, "
+                        f"before the clip's span starts ({span.start_s:.2f} s)")
+    part = s.data[:, lo - s.first:hi - s.first]
+    levels = tuple(rms_dbfs(c) for c in part)
+    mono = part[0] if channel == "first" else part.mean(axis=0, dtype=np.float64).astype(np.float32)
+    file_s = s.total / s.rate if s.total is not None else s.header_s
+    return DecodedAudio(_resample(np.ascontiguousarray(mono), s.rate, sample_rate), sample_rate, s.rate, s.channels,
+                        part.shape[1] / s.rate, file_s, levels)
 
 
 @dataclass(frozen=True)
@@ -132,24 +206,6 @@ class AudioChecks:
     min_fraction: float = 0.5  # ... and so is audio shorter than this fraction of its listed segment (10 s)
     silence_dbfs: float = -60.0  # whole-clip RMS below this is `silent`
     min_source_rate: int = 16000  # lower rates are refused (`odd_sample_rate`): upsampling leaves the top band empty
-
-
-def decode_audio(path: str, sample_rate: int = 16000, min_source_rate: int = AudioChecks.min_source_rate,
-                 max_channels: int = 8) -> DecodedAudio:
-    """Decode the first audio stream of any FFmpeg-readable file, keep channel 0 and resample it.
-
-    Channel 0, not a downmix, as VIP-ANT does ("the first audio channel is always used").
-    Raises ClipError: corrupt (cannot open/decode, or no samples), no_audio_stream,
-    odd_sample_rate (source below min_source_rate), odd_channels (0 or > max_channels).
-    """
-    try:
-        decoded = _decode_pcm16_wav(path, min_source_rate, max_channels)
-        samples, rate, channels = decoded or _decode_first_channel(path, min_source_rate, max_channels)
-    except av.FFmpegError as err:  # also FileNotFoundError/PermissionError, which PyAV subclasses
-        raise ClipError("corrupt", f"{path}: cannot decode audio: {err}") from err
-    if samples.size == 0:
-        raise ClipError("corrupt", f"{path}: the audio stream decodes to no samples")
-    return DecodedAudio(_resample(samples, rate, sample_rate), sample_rate, rate, channels, samples.size / rate)
 
 
 def rms_dbfs(waveform: np.ndarray) -> float:
@@ -176,7 +232,13 @@ def check_audio(path: str, audio: DecodedAudio, min_seconds: float = AudioChecks
                         f"{min_fraction:g} of the expected {expected_seconds} s")
     level = rms_dbfs(audio.waveform)
     if level < silence_dbfs:
-        raise ClipError("silent", f"{path}: RMS level {level:.1f} dBFS is below {silence_dbfs} dBFS")
+        loud = [(i, db) for i, db in enumerate(audio.channel_dbfs) if i > 0 and db >= silence_dbfs]
+        other = ""
+        if loud and audio.source_channels > 1:
+            listed = ", ".join(f"{i} ({db:.1f} dBFS)" for i, db in loud)
+            other = (f"; channel 0 is silent but channel(s) {listed} carry sound: `channel: mix` in the dataset "
+                     "YAML uses them")
+        raise ClipError("silent", f"{path}: RMS level {level:.1f} dBFS is below {silence_dbfs} dBFS{other}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,18 +1,27 @@
 """Sample L frames of a clip and bring them to CLIP's input geometry (pure functions, no Dagster).
 
-Frames are taken at L evenly spaced times including both ends of the clip (VIP-ANT takes
-0, 3.3, 6.7 and 10 s of a 10 s clip), decoded with decord, then resized and cropped exactly
+Frames are taken at L evenly spaced times including both ends of the clip's span (VIP-ANT
+takes 0, 3.3, 6.7 and 10 s of a 10 s clip; `assets.caches.clip_span` says which seconds of
+the file the clip is), decoded with PyAV, then resized and cropped exactly
 as open_clip's ViT-B/32 eval transform does (torchvision Resize(size, bicubic) on the short
 side + CenterCrop(size), both on PIL images): `resize_center_crop` is bit-identical to that
 transform minus ToTensor/Normalize, and the tests hold it to that.
 
-Timestamps are seconds from the video stream's first frame: decord subtracts the stream's
-start time (PyAV's `frame.time` does not), so a file whose video starts at 1.5 s still gets
-0.0 for its first frame.
+Timestamps are seconds from the video stream's first frame (as decord and ffmpeg's `-ss`
+count them; PyAV's `frame.time` does not subtract the stream's start), so a file whose video
+starts at 1.5 s still gets 0.0 for its first frame.
 
-Errors are ClipError: "corrupt" when the decoder cannot open or decode the file (message:
-path, decord's reason and, for decord's reason-less open failures, PyAV's), "no_video_stream"
-when the container opens but holds no video stream, "missing" when the file is gone.
+Two seek modes (`FrameParams.seek`): `exact` decodes from the keyframe before each target to
+the frame nearest it (what decord's get_batch and VIP-ANT's `ffmpeg -ss` return); `keyframe`
+decodes only the keyframe nearest each target, and the row records its real time and the
+offset. PyAV rather than decord: the same frames with less work per clip (no full frame
+index, no second colour conversion), and keyframes are visible in the packets
+(docs/benchmarks.md has the numbers; the tests hold exact mode to decord's frames).
+
+Errors are ClipError: "corrupt" when the decoder cannot open or decode the file, or its frames
+stop before its index says (message: path and FFmpeg's reason), "no_video_stream" when the
+container opens but holds no video stream, "missing" when the file is gone, "too_short" when
+the video ends before the clip's span starts.
 Hangs are not handled here: the caller runs these functions in worker processes under a
 time bound.
 """
@@ -21,13 +30,17 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from dataclasses import dataclass
 
+import av
 import numpy as np
 from PIL import Image
 
+from assets.caches.clip_span import ClipSpan
 from assets.core.errors import ClipError
+
+
+SEEK_MODES = ("exact", "keyframe")
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,8 @@ class FrameParams:
     size: int = 224                # CLIP ViT-B/32 input: Resize(size, bicubic) short side + CenterCrop(size)
     jpeg_quality: int = 95         # frames are stored as JPEG bytes
     still_threshold: float = 2.0   # mean abs diff (0-255) between consecutive sampled frames below which the clip is "still"
+    seek: str = "exact"            # exact: the frame nearest each time | keyframe: the keyframe nearest it (offset recorded)
+    coverage_margin_s: float = 0.5  # a stream ending more than this before the span's end is "short"
 
     def __post_init__(self):
         if self.num_frames < 1:
@@ -44,15 +59,17 @@ class FrameParams:
             raise ValueError(f"size must be >= 1, got {self.size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.seek not in SEEK_MODES:
+            raise ValueError(f"seek must be one of {SEEK_MODES}, got {self.seek!r}")
 
 
 @dataclass
 class DecodedFrames:
     frames: np.ndarray             # (L, size, size, 3) uint8 RGB
-    timestamps: np.ndarray         # (L,) float32: presentation time (s, from the first frame) of each returned frame
-    indices: np.ndarray            # (L,) int64 frame indices (-1 for a still image)
+    timestamps: np.ndarray         # (L,) float32: start time (s from the stream's first frame) of each returned frame
+    targets: np.ndarray            # (L,) float32: the times asked for (timestamps - targets: the seek offsets)
     source_size: tuple[int, int]   # (width, height)
-    source_fps: float              # decord's average frame rate (0.0 for a still image)
+    source_fps: float              # the stream's average frame rate (0.0 for a still image)
     duration_s: float              # end of the last frame (0.0 for a still image)
     still_score: float             # mean abs diff between consecutive sampled frames (0.0 when L == 1)
     still: bool
@@ -68,25 +85,6 @@ def frame_timestamps(duration_s: float, num_frames: int) -> np.ndarray:
     if num_frames == 1:
         return np.array([duration_s / 2.0])
     return np.linspace(0.0, duration_s, num_frames)
-
-
-def frame_indices(timestamps, fps: float, n_frames: int) -> np.ndarray:
-    """Index of the frame nearest each time at a constant frame rate (ties go to the later
-    frame), clamped to [0, n_frames - 1]."""
-    t = np.asarray(timestamps, dtype=np.float64)
-    idx = np.floor(t * float(fps) + 0.5)
-    return np.clip(np.nan_to_num(idx), 0, max(int(n_frames) - 1, 0)).astype(np.int64)
-
-
-def _nearest_pts_indices(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Index of the frame whose start time is nearest each target (ties -> later frame);
-    starts must be non-decreasing. Right for variable-frame-rate files, where index/fps is not
-    the time; the same as frame_indices on constant-rate ones."""
-    n = len(starts)
-    right = np.clip(np.searchsorted(starts, targets, side="left"), 0, n - 1)
-    left = np.clip(right - 1, 0, n - 1)
-    take_left = (targets - starts[left]) < (starts[right] - targets)
-    return np.where(take_left, left, right).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -167,83 +165,155 @@ def still_score(frames: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- video
 
-_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?:\d+: ")
+_INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2"}
 
 
-def _decord_reason(err: BaseException) -> str:
-    """decord's message without its '[hh:mm:ss] /path/file.cc:123: ' prefixes."""
-    text = _DECORD_PREFIX.sub("", str(err)).strip()
-    return re.sub(r"\s+", " ", text)[:500] or type(err).__name__
+@dataclass
+class _Stream:
+    """What the decoder needs to know about a video stream, in seconds from its first frame."""
+    container: object
+    stream: object
+    time_base: float
+    origin: int  # the first frame's pts (time_base units)
+    duration_s: float  # end of the last frame
+    fps: float  # average frame rate (0.0 when unknown)
+
+    def seconds(self, pts: int) -> float:
+        return (pts - self.origin) * self.time_base
+
+    def seek(self, t: float) -> None:
+        """To the keyframe at or before t (the first one when t precedes it)."""
+        self.container.seek(self.origin + max(int(t / self.time_base), 0), stream=self.stream, backward=True)
 
 
-def _pyav_diagnosis(path: str) -> tuple[str | None, str]:
-    """On the error path only: ask PyAV what the container holds. Returns (kind or None, text)."""
+def _open_stream(path: str) -> _Stream:
+    container = av.open(path)
     try:
-        import av
+        if not container.streams.video:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise ClipError("no_video_stream", f"{path}: no video stream (streams: {kinds})")
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "SLICE", 1  # one worker = one core
+        tb = float(stream.time_base)
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        origin = stream.start_time
+        if stream.duration and origin is not None and container.format.name in _INDEXED_FORMATS:
+            duration = float(stream.duration) * tb
+        else:  # no exact index (mkv, webm, ts): read the packets once, which decodes nothing
+            pts = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None]
+            if not pts:
+                raise ClipError("corrupt", f"{path}: the video stream has no frames")
+            first, (last, last_len) = min(p for p, _ in pts), max(pts)
+            origin = first if origin is None else origin
+            duration = (last + last_len - origin) * tb
+            container.seek(0)
+        return _Stream(container, stream, tb, origin or 0, max(duration, 0.0), fps)
+    except BaseException:
+        container.close()
+        raise
 
-        with av.open(path) as container:
-            kinds = [s.type for s in container.streams]
-            if "video" not in kinds:
-                return "no_video_stream", f"streams: {', '.join(kinds) or 'none'}"
-            return None, f"streams: {', '.join(kinds)}"
-    except Exception as err:  # anything PyAV says is only a diagnosis
-        return None, f"pyav: {type(err).__name__}: {err}"
+
+def _decode_nearest(v: _Stream, t: float, path: str):
+    """The decoded frame whose start time is nearest t (ties -> the later one) and its time."""
+    v.seek(t)
+    prev = None
+    for frame in v.container.decode(v.stream):
+        if frame.pts is None:
+            raise ClipError("corrupt", f"{path}: a decoded frame has no timestamp")
+        ft = v.seconds(frame.pts)
+        if ft >= t:
+            if prev is not None and (t - prev[0]) < (ft - t):
+                return prev
+            return ft, frame
+        prev = ft, frame
+    if prev is None:
+        raise ClipError("corrupt", f"{path}: no frame decodes at or after {t:.3f} s")
+    frame_s = 1.0 / v.fps if v.fps else 0.0
+    if prev[0] < v.duration_s - frame_s - max(2 * frame_s, 0.5):  # the stream ends long before its index says
+        raise ClipError("corrupt", f"{path}: frames stop at {prev[0]:.2f} s, the stream's index says "
+                        f"{v.duration_s:.2f} s (truncated file?)")
+    return prev
 
 
-def _decode_error(path: str, err: BaseException) -> ClipError:
-    reason = _decord_reason(err)
-    if not os.path.exists(path):
-        return ClipError("missing", f"{path}: no such file ({reason})")
-    kind, diagnosis = _pyav_diagnosis(path)
-    if kind is None and "cannot find video stream" in reason:
-        kind = "no_video_stream"
-    return ClipError(kind or "corrupt", f"{path}: decord: {reason}; {diagnosis}")
+def _keyframe_times(v: _Stream, t: float, path: str) -> tuple[float, float | None]:
+    """(the keyframe at or before t, the next keyframe or None), read from packets only."""
+    v.seek(t)
+    before = None
+    for packet in v.container.demux(v.stream):
+        if packet.pts is None or not packet.is_keyframe:
+            continue
+        kt = v.seconds(packet.pts)
+        if before is None:
+            before = kt
+        elif kt > before:
+            return before, kt
+    if before is None:
+        raise ClipError("corrupt", f"{path}: no keyframe at or after {t:.3f} s")
+    return before, None
 
 
-def decode_video_frames(path: str, p: FrameParams) -> DecodedFrames:
-    """L frames at evenly spaced times over the whole clip, resized + cropped for CLIP."""
-    import decord  # imported here so that image-only users need not load libdecord
+def _decode_keyframe(v: _Stream, t: float, path: str):
+    """The keyframe nearest t (ties -> the later one), decoding that one frame only."""
+    before, after = _keyframe_times(v, t, path)
+    target = after if after is not None and (after - t) <= (t - before) else before
+    v.seek(target)
+    for packet in v.container.demux(v.stream):
+        frames = packet.decode() if packet.size else []
+        if not frames and packet.pts is not None and packet.is_keyframe:
+            frames = v.stream.codec_context.decode(None)  # drain the decoder's reordering delay
+        for frame in frames:
+            if frame.pts is not None:
+                return v.seconds(frame.pts), frame
+    raise ClipError("corrupt", f"{path}: the keyframe at {target:.3f} s does not decode")
 
+
+def _diagnose(path: str, err: BaseException) -> ClipError:
+    if isinstance(err, FileNotFoundError) or not os.path.exists(path):
+        return ClipError("missing", f"{path}: no such file")
+    return ClipError("corrupt", f"{path}: cannot decode video: {type(err).__name__}: {err}")
+
+
+def decode_video_frames(path: str, p: FrameParams, span: ClipSpan = ClipSpan()) -> DecodedFrames:
+    """L frames at evenly spaced times over the clip's span (both ends included), resized and
+    cropped for CLIP, decoded with PyAV.
+
+    `exact` (VIP-ANT's frames): the frame whose start time is nearest each target, decoded
+    from the keyframe before it. `keyframe`: the keyframe nearest each target, one decoded
+    frame per target; its real time and the offset from the target are recorded.
+    A video stream that covers less of the span spreads the frames over the part it covers
+    (`clip_span.span_warnings` says so on the row).
+    """
     try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        n = len(vr)
-        if n == 0:
-            raise ClipError("corrupt", f"{path}: decord: the video stream has no frames")
-        fps = float(vr.get_avg_fps())
-        pts = np.asarray(vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)  # (n, 2) start, end
-        starts = pts[:, 0]
-        pts_ok = bool(np.isfinite(pts).all()) and bool(np.all(np.diff(starts) >= 0))
-        if pts_ok and pts[-1, 1] > 0:
-            duration = float(pts[-1, 1])
-        elif fps > 0 and np.isfinite(fps):
-            duration = n / fps
-        else:
-            duration = 0.0
-        targets = frame_timestamps(duration, p.num_frames)
-        if pts_ok:
-            indices = _nearest_pts_indices(targets, starts)
-        else:
-            indices = frame_indices(targets, fps if fps > 0 and np.isfinite(fps) else 0.0, n)
-        batch = vr.get_batch(indices.tolist()).asnumpy()
+        v = _open_stream(path)
     except ClipError:
         raise
-    except (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError) as err:
-        raise _decode_error(path, err) from err
-    if batch.ndim != 4 or batch.shape[0] != len(indices) or batch.shape[3] != 3 or batch.size == 0:
-        raise ClipError("corrupt", f"{path}: decord returned frames of shape {batch.shape}")
-
-    frames = np.empty((len(indices), p.size, p.size, 3), np.uint8)
-    for i in range(len(indices)):
-        frames[i] = _resize_center_crop_pil(Image.fromarray(batch[i], "RGB"), p.size)
-    if pts_ok:
-        timestamps = starts[indices].astype(np.float32)
-    else:
-        timestamps = (indices / fps if fps > 0 else np.zeros(len(indices))).astype(np.float32)
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise _diagnose(path, err) from err
+    with v.container:
+        start, end = span.covered(v.duration_s)
+        if end <= start:
+            raise ClipError("too_short", f"{path}: the video stream ends at {v.duration_s:.2f} s, before the "
+                            f"clip's span starts ({span.start_s:.2f} s)")
+        targets = start + frame_timestamps(end - start, p.num_frames)
+        decode = _decode_keyframe if p.seek == "keyframe" else _decode_nearest
+        picked = []
+        try:
+            for t in targets:
+                picked.append(decode(v, float(t), path))
+        except ClipError:
+            raise
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise _diagnose(path, err) from err
+        images = [frame.to_image() for _, frame in picked]
+    frames = np.empty((len(images), p.size, p.size, 3), np.uint8)
+    for i, img in enumerate(images):
+        frames[i] = _resize_center_crop_pil(img, p.size)
+    timestamps = np.array([ft for ft, _ in picked], np.float64)
     score = still_score(frames)
     return DecodedFrames(
-        frames=frames, timestamps=timestamps, indices=indices,
-        source_size=(int(batch.shape[2]), int(batch.shape[1])), source_fps=fps,
-        duration_s=float(duration), still_score=score, still=score < p.still_threshold,
+        frames=frames, timestamps=timestamps.astype(np.float32), targets=targets.astype(np.float32),
+        source_size=(images[0].width, images[0].height), source_fps=v.fps, duration_s=v.duration_s,
+        still_score=score, still=score < p.still_threshold,
     )
 
 
@@ -262,7 +332,7 @@ def load_image(path: str, p: FrameParams) -> DecodedFrames:
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise ClipError("corrupt", f"{path}: {type(err).__name__}: {err}") from err
     return DecodedFrames(
-        frames=frame[None], timestamps=np.zeros(1, np.float32), indices=np.full(1, -1, np.int64),
+        frames=frame[None], timestamps=np.zeros(1, np.float32), targets=np.zeros(1, np.float32),
         source_size=(int(source_size[0]), int(source_size[1])), source_fps=0.0, duration_s=0.0,
         still_score=0.0, still=True,
     )

@@ -9,7 +9,8 @@ ERROR_KINDS = (
     "no_audio_stream",  # a container without the stream the stage needs
     "no_video_stream",
     "silent",           # decoded audio below the silence threshold everywhere
-    "too_short",        # shorter than the stage's minimum
+    "too_short",        # shorter than the stage's minimum, or ends before the clip's span starts
+    "no_segment",       # media: full, but the row lists no segment to cut
     "odd_sample_rate",  # a rate the stage refuses (below its minimum)
     "odd_channels",     # no channels, or more than the stage accepts
     "timeout",          # the decoder did not finish within the per-clip time bound

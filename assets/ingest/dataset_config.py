@@ -10,6 +10,8 @@
     label_map: class_labels_indices.csv
     shard_size: 1000
     semantic_keys: keys.csv         # optional: clip_id,key ground truth (SynthAV writes one)
+    media: segment                  # segment: each file is its listed segment | full: whole videos, cut at start..end
+    channel: first                  # first: channel 0, as VIP-ANT | mix: the mean of all channels
 
 Every path a dataset names (metadata, media, semantic keys) must stay inside `root`.
 """
@@ -25,6 +27,8 @@ import yaml
 from assets.core.project_dirs import datasets_dir
 
 FORMATS = ("audioset", "vggsound", "places", "audiocaps")
+MEDIA_MODES = ("segment", "full")  # what a media file holds: its listed segment, or the whole video
+CHANNEL_MODES = ("first", "mix")  # which audio the caches take: channel 0 (VIP-ANT) or the mean of all channels
 
 # Where a clip's media file lives, relative to root/media_dir, per format. Fields:
 # ytid, start, end (float seconds), start_int, end_int, start_ms, end_ms.
@@ -60,6 +64,8 @@ class DatasetConfig:
     audio_base_path: str | None = None  # Places: overrides the JSON's audio_base_path
     shard_size: int = 1000  # clips per shard when new shards are cut
     semantic_keys: str | None = None  # CSV clip_id,key of ground-truth semantic keys, relative to root
+    media: str = "segment"  # MEDIA_MODES; `full` cuts start_s..end_s out of each file (assets.caches.clip_span)
+    channel: str = "first"  # CHANNEL_MODES
     source: Path | None = field(default=None, compare=False)  # the YAML it came from
 
     @property
@@ -110,8 +116,15 @@ def parse_dataset_config(raw: dict, where: Path) -> DatasetConfig:
         semantic_keys = str(semantic_keys)
         if not semantic_keys or not _stays_inside(root, semantic_keys):
             raise DatasetConfigError(f"{where}: semantic_keys {semantic_keys!r} must be a file inside the dataset root {root}")
+    media, channel = str(raw.get("media", "segment")), str(raw.get("channel", "first"))
+    if media not in MEDIA_MODES:
+        raise DatasetConfigError(f"{where}: media {media!r} is not one of {MEDIA_MODES}")
+    if media == "full" and fmt == "places":
+        raise DatasetConfigError(f"{where}: media: full needs listed segments; a places dataset lists none")
+    if channel not in CHANNEL_MODES:
+        raise DatasetConfigError(f"{where}: channel {channel!r} is not one of {CHANNEL_MODES}")
     return DatasetConfig(
-        name=name, format=fmt, root=root, metadata=tuple(metadata),
+        name=name, format=fmt, root=root, metadata=tuple(metadata), media=media, channel=channel,
         media_template=str(raw.get("media_template") or ""), label_map=raw.get("label_map"),
         image_base_path=raw.get("image_base_path"), audio_base_path=raw.get("audio_base_path"),
         shard_size=shard_size, semantic_keys=semantic_keys, source=where,

@@ -1,4 +1,4 @@
-"""Frame sampling for CLIP: timestamps, frame choice against PyAV, CLIP geometry, errors."""
+"""Frame sampling for CLIP: timestamps, frame choice against PyAV and decord, seek modes, CLIP geometry, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assets.caches.video_frames import (FrameParams, decode_jpeg, decode_video_frames, encode_jpeg, frame_indices,
-                                        frame_timestamps, load_image, resize_center_crop)
+from assets.caches.video_frames import (FrameParams, decode_jpeg, decode_video_frames, encode_jpeg, frame_timestamps,
+                                        load_image, resize_center_crop)
 from assets.core.errors import ClipError
 from data.synthav.media_io import encode_mp4, write_jpg
 
@@ -76,6 +76,12 @@ def pyav_frames(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.array(times), pictures
 
 
+def nearest(starts, targets) -> np.ndarray:
+    """Index of the start time nearest each target, ties to the later frame (decord's rule)."""
+    starts = np.asarray(starts, np.float64)
+    return np.array([max(np.flatnonzero(np.isclose(np.abs(starts - t), np.abs(starts - t).min()))) for t in targets])
+
+
 def mad(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
@@ -84,10 +90,9 @@ def assert_frames_match_pyav(path: Path, decoded) -> None:
     """The acceptance test: the frame stored for each timestamp is the frame PyAV shows at
     that time (codec tolerance), and not either neighbour."""
     times, pictures = pyav_frames(path)
-    for got, ts, idx in zip(decoded.frames, decoded.timestamps, decoded.indices):
+    for got, ts in zip(decoded.frames, decoded.timestamps):
         k = int(np.argmin(np.abs(times - ts)))
         assert abs(times[k] - ts) < 1e-3, (ts, times[k])
-        assert k == idx
         assert mad(got, resize_center_crop(pictures[k], P.size)) < 3.0
         for j in (k - 1, k + 1):  # a neighbouring frame would fail the test
             if 0 <= j < len(pictures):
@@ -103,13 +108,6 @@ def test_frame_timestamps_hand_cases():
     np.testing.assert_allclose(frame_timestamps(9, 2), [0, 9])
 
 
-def test_frame_indices_nearest_and_clamped():
-    np.testing.assert_array_equal(frame_indices(frame_timestamps(10, 4), 4, 40), [0, 13, 27, 39])
-    np.testing.assert_array_equal(frame_indices(frame_timestamps(10, 4), 25, 250), [0, 83, 167, 249])
-    np.testing.assert_array_equal(frame_indices([-1.0, 0.124, 0.125, 99.0], 4, 40), [0, 0, 1, 39])
-    assert frame_indices([5.0], 4, 40).dtype == np.int64
-
-
 # --------------------------------------------------------------------------- frames vs PyAV
 
 @pytest.mark.parametrize("width,height,fps", [(160, 120, 4), (320, 240, 25)])
@@ -117,11 +115,12 @@ def test_frames_at_stored_timestamps_match_pyav(tmp_path, width, height, fps):
     path = write_clip(tmp_path / "clip.mp4", pattern_frames(10 * fps, width, height), fps)
     d = decode_video_frames(str(path), P)
     assert d.frames.shape == (4, 224, 224, 3) and d.frames.dtype == np.uint8
-    assert d.timestamps.dtype == np.float32 and d.indices.dtype == np.int64
+    assert d.timestamps.dtype == np.float32 and d.targets.dtype == np.float32
     assert d.source_size == (width, height) and d.source_fps == pytest.approx(fps)
     assert d.duration_s == pytest.approx(10.0)
-    expected = frame_indices(frame_timestamps(10.0, 4), fps, 10 * fps)
-    np.testing.assert_array_equal(d.indices, expected)
+    np.testing.assert_allclose(d.targets, [0, 10 / 3, 20 / 3, 10], atol=1e-5)
+    expected = nearest(np.arange(10 * fps) / fps, d.targets)  # 4 fps: 0, 13, 27, 39; 25 fps: 0, 83, 167, 249
+    np.testing.assert_array_equal(expected, [0, 13, 27, 39] if fps == 4 else [0, 83, 167, 249])
     np.testing.assert_allclose(d.timestamps, expected / fps, atol=1e-4)
     assert_frames_match_pyav(path, d)
     assert not d.still and d.still_score > P.still_threshold
@@ -146,7 +145,7 @@ def test_variable_frame_rate_picks_frames_by_time(tmp_path):
     assert d.duration_s == pytest.approx(10.75)
     targets = frame_timestamps(d.duration_s, 4)
     starts = np.array(pts) / 1000
-    np.testing.assert_array_equal(d.indices, [int(np.argmin(np.abs(starts - t))) for t in targets])
+    np.testing.assert_allclose(d.timestamps, starts[nearest(starts, targets)], atol=1e-4)
     assert_frames_match_pyav(path, d)
 
 
@@ -154,8 +153,53 @@ def test_one_frame_is_the_middle_of_the_clip(tmp_path):
     path = write_clip(tmp_path / "clip.mp4", pattern_frames(40, 160, 120), 4)
     d = decode_video_frames(str(path), FrameParams(num_frames=1))
     assert d.frames.shape == (1, 224, 224, 3)
-    np.testing.assert_array_equal(d.indices, [20])
+    np.testing.assert_allclose(d.timestamps, [5.0])
     assert d.still_score == 0.0
+
+
+def test_exact_mode_returns_decords_frames(tmp_path):
+    """Parity with the decoder the stage used before (decord 0.6.0): the same frames, pixel for pixel."""
+    decord = pytest.importorskip("decord")
+    path = write_clip(tmp_path / "clip.mp4", pattern_frames(250, 320, 240), 25)
+    d = decode_video_frames(str(path), P)
+    reader = decord.VideoReader(str(path), num_threads=1)
+    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    theirs = reader.get_batch(nearest(starts, d.targets).tolist()).asnumpy()
+    for ours, picture in zip(d.frames, theirs):
+        np.testing.assert_array_equal(ours, resize_center_crop(picture, P.size))
+
+
+def write_gop_clip(path: Path, frames: np.ndarray, fps: int, gop: int) -> Path:
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def keyframe_times(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return np.array(sorted(float((p.pts - stream.start_time) * stream.time_base)
+                               for p in container.demux(stream) if p.pts is not None and p.is_keyframe))
+
+
+def test_keyframe_mode_takes_the_nearest_keyframe_and_reports_the_offset(tmp_path):
+    """Keyframes every 2.5 s (10 frames at 4 fps): 0, 2.5, 5, 7.5. Targets 0, 3.33, 6.67, 10 ->
+    keyframes 0, 2.5, 7.5, 7.5 (3.33 is nearer 2.5; 6.67 nearer 7.5; 10 has only 7.5 before it)."""
+    path = write_gop_clip(tmp_path / "gop.mp4", pattern_frames(40, 160, 120), 4, 10)
+    np.testing.assert_allclose(keyframe_times(path), [0, 2.5, 5, 7.5])
+    d = decode_video_frames(str(path), FrameParams(seek="keyframe"))
+    np.testing.assert_allclose(d.targets, [0, 10 / 3, 20 / 3, 10], atol=1e-5)
+    np.testing.assert_allclose(d.timestamps, [0, 2.5, 7.5, 7.5])
+    assert_frames_match_pyav(path, d)
+    exact = decode_video_frames(str(path), P)
+    np.testing.assert_allclose(exact.timestamps, [0, 3.25, 6.75, 9.75])
+    with pytest.raises(ValueError, match="seek"):
+        FrameParams(seek="nearest")
 
 
 # --------------------------------------------------------------------------- CLIP geometry
@@ -222,12 +266,12 @@ def test_random_bytes_are_corrupt_and_name_the_path(tmp_path):
         decode_video_frames(str(path), P)
     assert info.value.kind == "corrupt"
     assert str(path) in str(info.value)
-    assert "Invalid data" in str(info.value)  # PyAV's reason: decord's own exception gives none
+    assert "Invalid data" in str(info.value)  # FFmpeg's reason
 
 
 def test_audio_only_mp4_has_no_video_stream(tmp_path):
-    """decord says 'cannot find video stream'; PyAV opens the container and lists only audio,
-    so this is no_video_stream (not corrupt): the file is fine, it just holds no picture."""
+    """The container opens and lists only audio: no_video_stream (not corrupt), the file is fine,
+    it just holds no picture."""
     import io
 
     buffer = io.BytesIO()
@@ -261,7 +305,7 @@ def test_truncated_mp4_is_corrupt(tmp_path):
 
 
 def test_truncated_faststart_mp4_is_corrupt(tmp_path):
-    """With the index first, decord opens the file but fails on the missing data."""
+    """With the index first, the file opens but its frames stop before the index says."""
     full = tmp_path / "full.mp4"
     with av.open(str(full), mode="w", format="mp4", options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=4)
@@ -296,7 +340,7 @@ def test_load_image_matches_open_clip(tmp_path):
     write_jpg(path, picture)
     d = load_image(str(path), P)
     assert d.frames.shape == (1, 224, 224, 3) and d.frames.dtype == np.uint8
-    np.testing.assert_array_equal(d.indices, [-1])
+    np.testing.assert_array_equal(d.targets, [0.0])
     np.testing.assert_array_equal(d.timestamps, [0.0])
     assert d.source_size == (256, 256) and d.still_score == 0.0
     with Image.open(path) as image:
