@@ -2,7 +2,10 @@
 
 Raw features are stored (float16 by default, `dtype`), cut or zero-padded to the target
 length, with the true length; normalisation happens when features are read for training
-(assets.caches.fbank_stats), so new statistics never force a recompute.
+(assets.caches.fbank_stats), so new statistics never force a recompute. The features of a
+shard are one fixed-size array beside its Parquet file (`<shard>.<fingerprint>.features.npy`,
+row i = Parquet row i, zeros on error rows; see assets.caches.shard_builder), which training
+memory-maps and reads in place.
 
 Note on 128 mel bins: at 16 kHz with 25 ms frames (512-point FFT, 31.25 Hz per bin) the
 mel filter at index 3 (63-93 Hz) contains no FFT bin; torchaudio silently returns
@@ -23,13 +26,12 @@ import torch
 from assets.caches.audio_features import (FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank,
                                           pad_or_cut, rms_dbfs)
 from assets.caches.clip_span import ClipSpan, clip_span, span_warnings
-from assets.caches.shard_builder import CacheSpec
+from assets.caches.shard_builder import ArrayColumn, CacheSpec, open_array
 from assets.core.atomic_io import read_parquet_metadata
 
-CODE_VERSION = "2"  # 2: the clip span (media: segment | full), AAC padding trimmed, channel: first | mix
+CODE_VERSION = "3"  # 2: the clip span, AAC padding trimmed, channel: first | mix; 3: features in a .npy beside the Parquet
 
 AUDIO_FIELDS = [
-    ("features", pa.binary()),  # (frames, bins) for FBANK, (bins, frames) for log-mel; dtype and shape in the schema metadata
     ("n_frames", pa.int32()),  # true length before padding (<= target)
     ("source_rate", pa.int32()), ("source_channels", pa.int32()),
     ("duration_s", pa.float32()),  # decoded seconds of the clip's span
@@ -65,7 +67,7 @@ def audio_row(task: tuple) -> dict:
         features, n_frames = pad_or_cut(kaldi_fbank(audio.waveform, params), params.target_frames)
     else:
         features, n_frames = davenet_logmel(audio.waveform, params)
-    return {"features": np.ascontiguousarray(features, dtype=dtype).tobytes(), "n_frames": n_frames,
+    return {"features": np.ascontiguousarray(features, dtype=dtype), "n_frames": n_frames,
             "source_rate": audio.source_rate, "source_channels": audio.source_channels,
             "duration_s": audio.duration_s, "span_start_s": span.start_s, "file_duration_s": audio.file_duration_s,
             "rms_dbfs": rms_dbfs(audio.waveform), "warnings": _warnings(audio, span, media_mode, channel)}
@@ -80,7 +82,7 @@ def audio_spec(stage: str, params, checks: dict, dtype: str, media_mode: str = "
     source = {"dtype": dtype, "media": media_mode, "channel": channel}
     return CacheSpec(stage, CODE_VERSION, asdict(params) | checks | source, AUDIO_FIELDS,
                      {"clipkt.features.dtype": dtype, "clipkt.features.shape": ",".join(map(str, shape)),
-                      "clipkt.features.layout": layout})
+                      "clipkt.features.layout": layout}, ArrayColumn("features", shape, dtype))
 
 
 def features_metadata(path: Path) -> tuple[tuple[int, ...], str]:
@@ -89,19 +91,25 @@ def features_metadata(path: Path) -> tuple[tuple[int, ...], str]:
     return tuple(int(x) for x in meta["clipkt.features.shape"].split(",")), meta["clipkt.features.dtype"]
 
 
+def feature_array(path: Path) -> np.ndarray:
+    """(rows, *shape) features of an audio cache file in their storage dtype, memory-mapped
+    read-only (row i belongs to Parquet row i; error rows are zeros)."""
+    array = open_array(path)
+    shape, dtype = features_metadata(path)
+    if array.shape[1:] != shape or array.dtype != np.dtype(dtype):
+        raise ValueError(f"{path}: feature array is {array.shape[1:]} {array.dtype}, the file says {shape} {dtype}")
+    return array
+
+
 def read_features(path: Path, rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """((n, *shape) features in their storage dtype, (n,) true lengths) of the given rows of an audio
-    cache file (default: its ok rows), read from the features column only."""
-    shape, dtype = features_metadata(path)
+    cache file (default: its ok rows), copied out of the feature array."""
+    table = pq.read_table(path, columns=["status", "n_frames"])
     if rows is None:
-        status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-        rows = [i for i, s in enumerate(status) if s == "ok"]
-    table = pq.read_table(path, columns=["features", "n_frames"])
-    blobs, lengths = table.column("features"), table.column("n_frames")
-    out = np.empty((len(rows), *shape), dtype=dtype)
-    for i, row in enumerate(rows):
-        out[i] = np.frombuffer(blobs[row].as_py(), dtype=dtype).reshape(shape)
-    return out, np.asarray([lengths[r].as_py() or 0 for r in rows], np.int64)
+        rows = [i for i, s in enumerate(table.column("status").to_pylist()) if s == "ok"]
+    lengths = table.column("n_frames").to_pylist()
+    return (np.array(feature_array(path)[np.asarray(rows, np.int64)]),
+            np.asarray([lengths[r] or 0 for r in rows], np.int64))
 
 
 def torch_threads(n: int):

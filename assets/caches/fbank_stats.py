@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from assets.caches.audio_cache_rows import feature_array
 from assets.core.cache_layout import CacheLayout
 from assets.core.plots import figure_png, subplots
 
@@ -62,23 +63,19 @@ class FbankStatsParams:
     include_padding: bool = False  # count the zero-padded frames too (AST's get_norm_stats does)
 
 
-def fbank_moments(paths: list[Path], splits: tuple[str, ...], include_padding: bool = False,
-                  batch_rows: int = 64) -> tuple[Moments, int]:
+def fbank_moments(paths: list[Path], splits: tuple[str, ...], include_padding: bool = False) -> tuple[Moments, int]:
     """Moments over the ok rows of the given splits in the given fbank cache files; also the clip count."""
     moments, clips = None, 0
     for path in paths:
-        f = pq.ParquetFile(path)
-        meta = {k.decode(): v.decode() for k, v in (f.schema_arrow.metadata or {}).items()}
-        frames, bins = (int(x) for x in meta["clipkt.features.shape"].split(","))
-        dtype = meta["clipkt.features.dtype"]
-        moments = moments or Moments.empty(bins)
-        for batch in f.iter_batches(batch_size=batch_rows, columns=["split", "status", "n_frames", "features"]):
-            for split, status, n, blob in zip(*(batch.column(i).to_pylist() for i in range(4))):
-                if status != "ok" or split not in splits:
-                    continue
-                x = np.frombuffer(blob, dtype=dtype).reshape(frames, bins)
-                moments.add(x if include_padding else x[:n])
-                clips += 1
+        table = pq.read_table(path, columns=["split", "status", "n_frames"])
+        features = feature_array(path)  # memory-mapped: one clip's rows are read at a time
+        moments = moments or Moments.empty(features.shape[2])
+        for row, (split, status, n) in enumerate(zip(*(table.column(i).to_pylist() for i in range(3)))):
+            if status != "ok" or split not in splits:
+                continue
+            x = np.asarray(features[row])
+            moments.add(x if include_padding else x[:n])
+            clips += 1
     if moments is None or clips == 0:
         raise ValueError(f"no ok clips of splits {splits} in {len(paths)} fbank cache file(s)")
     return moments, clips

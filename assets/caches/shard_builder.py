@@ -19,10 +19,18 @@ Fault-safe: rows are written to a temporary file next to the target, which is re
 over it only when complete, so a killed run leaves the old file (or none) and never a
 partial one; leftovers of killed writers for this file are removed on the next run.
 One bad clip is an error row (`status = error`, `error_kind`, `error`), never a failure.
+
+A stage with a fixed-size per-clip array (`CacheSpec.array`: the audio features) stores it
+beside the Parquet file, not in it: `<shard>.<fingerprint>.<name>.npy`, one row per Parquet
+row (zeros on error rows), so training reads it in place through a memory map. The array is
+renamed into place before the Parquet file, which names it in its metadata
+(`clipkt.array_file`): a killed run leaves the old Parquet file pointing at its old array.
+Arrays no Parquet file names any more are removed after each build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -31,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,12 +61,21 @@ COMMON_FIELDS = [
 
 
 @dataclass(frozen=True)
+class ArrayColumn:
+    """A fixed-size per-clip array stored beside the Parquet file (see the module docstring)."""
+    name: str  # the key the compute function returns it under, and the file's suffix
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
 class CacheSpec:
     stage: str
     code_version: str  # bump when the stage's output for the same inputs changes
     params: dict  # every parameter that changes the output (JSON-able)
     fields: list[tuple[str, pa.DataType]]  # the stage's own columns (null on error rows)
     schema_metadata: dict[str, str] = field(default_factory=dict)  # e.g. feature dtype and shape
+    array: ArrayColumn | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -115,9 +133,35 @@ def _reusable(path: Path, spec: CacheSpec, members: pa.Table) -> set[str]:
     return {cid for cid, inputs in _inputs(members, "status").items() if old.get(cid) == inputs}
 
 
+def array_path(path: Path, fingerprint: str, name: str) -> Path:
+    return path.with_name(f"{path.stem}.{fingerprint}.{name}.npy")
+
+
+def open_array(path: Path) -> np.ndarray:
+    """The per-clip array a cache file names, memory-mapped read-only, (rows, *shape).
+    ValueError when the file names none (built before arrays moved out of Parquet) or when
+    the array does not match the file's rows."""
+    meta = _read_meta(path)
+    name = meta.get("clipkt.array_file")
+    if name is None:
+        raise ValueError(f"{path}: holds no feature array (built by an older cache version): "
+                         "materialise this shard's cache asset again to rebuild it")
+    array = np.load(path.with_name(name), mmap_mode="r")
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if array.shape[0] != rows:
+        raise ValueError(f"{path.with_name(name)}: {array.shape[0]} rows, {path.name} has {rows}")
+    return array
+
+
+def _remove_unnamed_arrays(path: Path, name: str, keep: str | None) -> None:
+    for p in path.parent.glob(f"{path.stem}.*.{name}.npy"):
+        if p.name != keep:
+            p.unlink(missing_ok=True)
+
+
 def remove_stale_temps(path: Path) -> list[Path]:
     """Temp files an interrupted writer of this very file left behind."""
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    stale = sorted(path.parent.glob(f".{path.stem}.*.tmp")) if path.parent.is_dir() else []
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -139,19 +183,24 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
     start = time.perf_counter()
     members = members.sort_by("clip_id")
     fingerprint = shard_fingerprint(members, spec)
-    if _read_meta(path).get("clipkt.fingerprint") == fingerprint:
+    meta = _read_meta(path)
+    if meta.get("clipkt.fingerprint") == fingerprint and (
+            spec.array is None or path.with_name(meta.get("clipkt.array_file", "-")).exists()):
         return _summary(path, fingerprint, skipped=True, seconds=time.perf_counter() - start)
     remove_stale_temps(path)
     reuse = _reusable(path, spec, members) if path.exists() else set()
+    old_array = _old_array(path, spec) if reuse else None
     rows = members.to_pylist()
     todo = [m for m in rows if m["status"] == "ok" and m["clip_id"] not in reuse]
     stats = PoolStats(workers)
     results = run_pool(compute, [task_of(m) for m in todo], workers, timeout_s, max_rss_mb, init, stats=stats)
     build = ShardBuild(path, fingerprint, skipped=False, computed=len(todo), reused=len(reuse), pool=stats)
+    array_file = array_path(path, fingerprint, spec.array.name) if spec.array else None
     schema = spec.schema.with_metadata({**spec.schema_metadata,
                                         "clipkt.stage": spec.stage, "clipkt.params": spec.params_digest,
                                         "clipkt.params_json": json.dumps(spec.params, sort_keys=True),
-                                        "clipkt.fingerprint": fingerprint})
+                                        "clipkt.fingerprint": fingerprint,
+                                        **({"clipkt.array_file": array_file.name} if spec.array else {})})
     # The workers own the cores: Arrow's own encoding threads in this process would compete
     # with them (measured: 15% slower per clip with 1 worker on 2 cores).
     arrow_threads = pa.cpu_count()
@@ -161,44 +210,74 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
         # compressible: no dictionary, no compression; the small columns get both.
         small = [name for name, _ in spec.schema_fields_small()]
         compression = {name: ("snappy" if name in small else "none") for name in schema.names}
-        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, use_dictionary=small,
-                                                       compression=compression) as writer:
+        # exits in reverse order: the array is renamed into place before the Parquet file that names it
+        with (atomic_path(path) as tmp, atomic_path(array_file) if spec.array else contextlib.nullcontext() as atmp,
+              pq.ParquetWriter(tmp, schema, use_dictionary=small, compression=compression) as writer):
+            array = (np.lib.format.open_memmap(atmp, mode="w+", dtype=spec.array.dtype,
+                                               shape=(len(rows), *spec.array.shape)) if spec.array else None)
             done = 0
             for chunk_start in range(0, len(rows), row_group):
                 chunk = rows[chunk_start:chunk_start + row_group]
-                writer.write_table(_chunk_table(chunk, reuse, results, path, spec, schema))
+                table, arrays = _chunk_table(chunk, reuse, results, path, spec, schema, old_array)
+                writer.write_table(table)
+                if array is not None:
+                    array[chunk_start:chunk_start + len(chunk)] = arrays
                 done += len(chunk)
                 if progress:
                     progress(done, len(rows))
+            if array is not None:
+                array.flush()
+                del array
     finally:
         results.close()  # stops the workers if we got here by an exception
         pa.set_cpu_count(arrow_threads)
+    if spec.array:
+        _remove_unnamed_arrays(path, spec.array.name, array_file.name)
     summary = _summary(path, fingerprint, skipped=False, seconds=time.perf_counter() - start)
     build.rows, build.status_counts, build.first_errors = summary.rows, summary.status_counts, summary.first_errors
     build.seconds, build.bytes = summary.seconds, summary.bytes
     return build
 
 
+def _old_array(path: Path, spec: CacheSpec) -> tuple[dict[str, int], np.ndarray] | None:
+    """(clip id -> row, array) of the file being replaced, for copying reused rows' arrays."""
+    if spec.array is None:
+        return None
+    ids = pq.read_table(path, columns=["clip_id"]).column("clip_id").to_pylist()
+    return {cid: i for i, cid in enumerate(ids)}, open_array(path)
+
+
 def _chunk_table(chunk: list[dict], reuse: set[str], results, old_path: Path, spec: CacheSpec,
-                 schema: pa.Schema) -> pa.Table:
-    """The rows of one row group: copied, computed or error rows, in clip-id order."""
+                 schema: pa.Table, old_array) -> tuple[pa.Table, np.ndarray | None]:
+    """The rows of one row group (copied, computed or error rows, in clip-id order) and, for a
+    stage with an array, their arrays (zeros on error rows)."""
     reused_ids = [m["clip_id"] for m in chunk if m["clip_id"] in reuse]
     old = {}
     if reused_ids:
         table = pq.read_table(old_path, filters=pc.field("clip_id").isin(reused_ids))
         old = {r["clip_id"]: r for r in table.to_pylist()}
+    arrays = np.zeros((len(chunk), *spec.array.shape), spec.array.dtype) if spec.array else None
     out = []
-    for m in chunk:
+    for i, m in enumerate(chunk):
         base = {k: m.get(k) for k, _ in COMMON_FIELDS} | {"status": "ok", "error_kind": "", "error": "",
                                                           "input_status": m["status"]}
         if m["clip_id"] in old:
             out.append(old[m["clip_id"]])
+            if arrays is not None:
+                rows, array = old_array
+                arrays[i] = array[rows[m["clip_id"]]]
         elif m["status"] != "ok":
             out.append(base | _error_row(m["status"], m["reason"]))
         else:
             result = next(results)
-            out.append(base | (result.value if result.ok else _error_row(result.error_kind, result.error)))
-    return pa.Table.from_pylist(out, schema=schema)
+            if result.ok:
+                value = dict(result.value)
+                if arrays is not None:
+                    arrays[i] = value.pop(spec.array.name)
+                out.append(base | value)
+            else:
+                out.append(base | _error_row(result.error_kind, result.error))
+    return pa.Table.from_pylist(out, schema=schema), arrays
 
 
 def _summary(path: Path, fingerprint: str, skipped: bool, seconds: float, first: int = 10) -> ShardBuild:

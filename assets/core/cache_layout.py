@@ -7,7 +7,6 @@
     <root>/<dataset>/fbank_stats.json
     <root>/<dataset>/neighbor_tables/current.json           names the complete table set in use
     <root>/<dataset>/neighbor_tables/<fingerprint>/*.parquet
-    <root>/<dataset>/feature_spill/                         memory-mapped training features
     <root>/teacher/clipkt-tiny.{pt,json}                    the demo's tiny CLIP teacher
     <root>/experiments/<experiment>/...                     runs, checkpoints, metrics
 
@@ -52,9 +51,6 @@ class CacheLayout:
         """The directory of the complete table set in use (FileNotFoundError before the first build)."""
         root = self.neighbor_tables_root(dataset)
         return root / json.loads((root / "current.json").read_text())["fingerprint"]
-
-    def feature_spill_dir(self, dataset: str) -> Path:
-        return self.dataset_dir(dataset) / "feature_spill"
 
     def experiment_dir(self, experiment: str) -> Path:
         """Checkpoints, final weights and metrics of one training experiment (all its seeds)."""

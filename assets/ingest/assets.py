@@ -10,6 +10,7 @@
 from collections import Counter
 
 import dagster as dg
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.core.atomic_io import write_parquet_atomic
@@ -38,10 +39,9 @@ def build_clip_manifest_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDef
     )
     def clip_manifest(context: dg.AssetExecutionContext, config: ManifestConfig, cache: CachePaths) -> dg.MaterializeResult:
         path = cache.layout().manifest_path(ds.name)
-        previous = pq.read_table(path) if path.exists() else None
-        table = build_manifest(ds, previous, config.params())
+        table = build_manifest(ds, path if path.exists() else None, config.params())
         n_bytes = write_parquet_atomic(table, path, {"clipkt.dataset": ds.name})
-        keys = sorted({s for s in table.column("shard").to_pylist() if s})
+        keys = sorted(pc.unique(table.column("shard")).drop_null().to_pylist())
         new = [k for k in keys if not context.instance.has_dynamic_partition(shards.name, k)]
         context.instance.add_dynamic_partitions(shards.name, new)
         s = manifest_summary(table)

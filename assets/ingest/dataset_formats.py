@@ -1,7 +1,8 @@
 """Parsers for the four real distribution formats.
 
-Each parser reads one metadata file and returns one `SourceRow` per clip, with media
-paths relative to the dataset root (not yet checked on disk; see `assets.ingest.manifest`).
+Each parser streams one metadata file and yields one `SourceRow` per clip, with media
+paths relative to the dataset root (not yet checked on disk; see `assets.ingest.manifest`,
+which turns them into Arrow batches, so a 2M-row AudioSet CSV is never held as objects).
 A line that cannot be parsed becomes a row whose `problem` says why and where
 (`file:line: ...`); with `strict=True` it raises `MetadataFormatError` instead.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +63,12 @@ def _media_path(ds: DatasetConfig, meta: MetadataFile, **fields) -> str:
     return posixpath.join(ds.media_dir(meta), name) if ds.media_dir(meta) else name
 
 
-def _lines(path: Path) -> list[str]:
-    # utf-8-sig: some re-saved CSVs carry a byte-order mark on the first line.
-    return path.read_text(encoding="utf-8-sig").splitlines()
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) streamed from the file; utf-8-sig: some re-saved CSVs
+    carry a byte-order mark on the first line."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line.rstrip("\r\n")
 
 
 def _fields(line: str) -> list[str]:
@@ -77,38 +82,38 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parse_audioset(ds: DatasetConfig, meta: MetadataFile, label_names: dict[str, str], strict: bool = False) -> list[SourceRow]:
+def parse_audioset(ds: DatasetConfig, meta: MetadataFile, label_names: dict[str, str],
+                   strict: bool = False) -> Iterator[SourceRow]:
     path = ds.root / meta.path
-    rows = []
-    for number, line in enumerate(_lines(path), start=1):
+    for number, line in _lines(path):
         if not line.strip() or line.startswith("#"):
             continue
         where = f"{meta.path}:{number}"
         f = _fields(line)
         if len(f) != 4:
-            rows.append(_bad(where, f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), got {len(f)}", meta.split, strict))
+            yield _bad(where, f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), got {len(f)}",
+                       meta.split, strict)
             continue
         ytid, start_text, end_text, labels_text = f
         try:
             start, end = _seconds(start_text), _seconds(end_text)
         except ValueError as err:
-            rows.append(_bad(where, f"bad start/end seconds: {err}", meta.split, strict))
+            yield _bad(where, f"bad start/end seconds: {err}", meta.split, strict)
             continue
         if end <= start or not ytid:
-            rows.append(_bad(where, f"empty YTID or end {end} <= start {start}", meta.split, strict))
+            yield _bad(where, f"empty YTID or end {end} <= start {start}", meta.split, strict)
             continue
         mids = [m.strip() for m in labels_text.split(",") if m.strip()]
-        rows.append(SourceRow(
+        yield SourceRow(
             clip_id=f"{ytid}_{int(round(start * 1000))}", split=meta.split, source=where,
             media_path=_media_path(ds, meta, ytid=ytid, start=start, end=end),
-            start_s=start, end_s=end, labels=mids, label_names=[label_names.get(m, m) for m in mids]))
-    return rows
+            start_s=start, end_s=end, labels=mids, label_names=[label_names.get(m, m) for m in mids])
 
 
 def parse_audioset_labels(path: Path) -> dict[str, str]:
     """class_labels_indices.csv (`index,mid,display_name`) -> {mid: display_name}."""
     names = {}
-    for number, f in enumerate(csv.reader(_lines(path)), start=1):
+    for number, f in enumerate(csv.reader(line for _, line in _lines(path)), start=1):
         if number == 1 and f[:2] == ["index", "mid"]:
             continue
         if len(f) != 3:
@@ -117,40 +122,41 @@ def parse_audioset_labels(path: Path) -> dict[str, str]:
     return names
 
 
-def parse_vggsound(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> list[SourceRow]:
+def parse_vggsound(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> Iterator[SourceRow]:
     path = ds.root / meta.path
-    rows = []
-    for number, line in enumerate(_lines(path), start=1):
+    for number, line in _lines(path):
         if not line.strip():
             continue
         where = f"{meta.path}:{number}"
         f = _fields(line)
         if len(f) != 4:
-            rows.append(_bad(where, f"expected 4 fields (ytid, start_seconds, label, split), got {len(f)}", meta.split or "", strict))
+            yield _bad(where, f"expected 4 fields (ytid, start_seconds, label, split), got {len(f)}", meta.split or "",
+                       strict)
             continue
         ytid, start_text, label, split = f
         try:
             start = _seconds(start_text)
         except ValueError as err:
-            rows.append(_bad(where, f"bad start_seconds: {err}", split, strict))
+            yield _bad(where, f"bad start_seconds: {err}", split, strict)
             continue
         split = meta.split or split
-        rows.append(SourceRow(
+        yield SourceRow(
             clip_id=f"{ytid}_{int(start):06d}", split=split, source=where,
             media_path=_media_path(ds, meta, ytid=ytid, start=start, end=start + 10.0),
-            start_s=start, end_s=start + 10.0, labels=[label], label_names=[label]))
-    return rows
+            start_s=start, end_s=start + 10.0, labels=[label], label_names=[label])
 
 
-def parse_audiocaps(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> list[SourceRow]:
+def parse_audiocaps(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> Iterator[SourceRow]:
+    """Grouped by clip, so the file's clips are held until its end (AudioCaps: 50K lines)."""
     path = ds.root / meta.path
     lines = _lines(path)
-    header = _fields(lines[0]) if lines else []
+    first = next(lines, None)
+    header = _fields(first[1]) if first else []
     if header != ["audiocap_id", "youtube_id", "start_time", "caption"]:
         raise MetadataFormatError(f"{meta.path}:1: expected header audiocap_id,youtube_id,start_time,caption, got {header}")
     clips: dict[tuple[str, float], SourceRow] = {}
     bad = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines:
         if not line.strip():
             continue
         where = f"{meta.path}:{number}"
@@ -172,10 +178,11 @@ def parse_audiocaps(ds: DatasetConfig, meta: MetadataFile, strict: bool = False)
                 start_s=start, end_s=start + 10.0)
         row.captions.append(caption)
         row.caption_ids.append(cap_id)
-    return list(clips.values()) + bad
+    yield from clips.values()
+    yield from bad
 
 
-def parse_places(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> list[SourceRow]:
+def parse_places(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) -> Iterator[SourceRow]:
     path = ds.root / meta.path
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -185,20 +192,18 @@ def parse_places(ds: DatasetConfig, meta: MetadataFile, strict: bool = False) ->
         raise MetadataFormatError(f"{meta.path}: expected an object with a 'data' list")
     image_base = ds.image_base_path if ds.image_base_path is not None else doc.get("image_base_path", "")
     audio_base = ds.audio_base_path if ds.audio_base_path is not None else doc.get("audio_base_path", "")
-    rows = []
     for i, entry in enumerate(doc["data"]):
         where = f"{meta.path}:data[{i}]"
         missing = [k for k in ("wav", "image") if not isinstance(entry, dict) or not isinstance(entry.get(k), str)]
         if missing:
-            rows.append(_bad(where, f"entry lacks {' and '.join(missing)}", meta.split, strict))
+            yield _bad(where, f"entry lacks {' and '.join(missing)}", meta.split, strict)
             continue
         text = entry.get("asr_text")
-        rows.append(SourceRow(
+        yield SourceRow(
             clip_id=str(entry.get("uttid") or posixpath.splitext(posixpath.basename(entry["wav"]))[0]),
             split=meta.split, source=where,
             media_path=posixpath.join(audio_base, entry["wav"]), image_path=posixpath.join(image_base, entry["image"]),
-            captions=[text] if isinstance(text, str) and text else []))
-    return rows
+            captions=[text] if isinstance(text, str) and text else [])
 
 
 def _check_listed_file(ds: DatasetConfig, relative: str) -> None:
@@ -207,19 +212,22 @@ def _check_listed_file(ds: DatasetConfig, relative: str) -> None:
         raise FileNotFoundError(f"{ds.source or ds.name}: metadata file {relative!r} not found under {ds.root}")
 
 
-def parse_metadata(ds: DatasetConfig, strict: bool = False) -> list[SourceRow]:
-    """Every clip row of every metadata file of the dataset, in file order."""
+def parse_metadata(ds: DatasetConfig, strict: bool = False) -> Iterator[SourceRow]:
+    """Every clip row of every metadata file of the dataset, in file order, streamed. The files
+    the config names are checked before the first row."""
     for relative in [m.path for m in ds.metadata] + ([ds.label_map] if ds.label_map else []):
         _check_listed_file(ds, relative)
     label_names = parse_audioset_labels(ds.root / ds.label_map) if ds.label_map else {}
-    rows: list[SourceRow] = []
+    return _rows(ds, label_names, strict)
+
+
+def _rows(ds: DatasetConfig, label_names: dict[str, str], strict: bool) -> Iterator[SourceRow]:
     for meta in ds.metadata:
         if ds.format == "audioset":
-            rows += parse_audioset(ds, meta, label_names, strict)
+            yield from parse_audioset(ds, meta, label_names, strict)
         elif ds.format == "vggsound":
-            rows += parse_vggsound(ds, meta, strict)
+            yield from parse_vggsound(ds, meta, strict)
         elif ds.format == "audiocaps":
-            rows += parse_audiocaps(ds, meta, strict)
+            yield from parse_audiocaps(ds, meta, strict)
         else:
-            rows += parse_places(ds, meta, strict)
-    return rows
+            yield from parse_places(ds, meta, strict)

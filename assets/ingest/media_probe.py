@@ -12,6 +12,27 @@ import posixpath
 from dataclasses import dataclass
 
 
+class DirectoryListing:
+    """Which files each directory holds, listed once per directory (os.listdir), so the manifest
+    can tell a missing file by a set lookup. A directory that does not exist holds nothing; one
+    that cannot be listed says nothing (`absent` is False and the file gets a full probe)."""
+
+    def __init__(self):
+        self._names: dict[str, frozenset[str] | None] = {}
+
+    def absent(self, path: str) -> bool:
+        directory, name = os.path.split(path)
+        if directory not in self._names:
+            try:
+                self._names[directory] = frozenset(os.listdir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                self._names[directory] = frozenset()
+            except OSError:
+                self._names[directory] = None
+        names = self._names[directory]
+        return names is not None and name not in names
+
+
 @dataclass(frozen=True)
 class Probe:
     status: str  # ok | missing | unreadable

@@ -1,16 +1,17 @@
 """Stable shard membership: which clips belong to which shard, and a digest per shard.
 
-Rule: a clip keeps the shard it was first given, forever. Clips not seen before are
-sorted by id and cut into *new* shards of `shard_size`; existing shards are never
-refilled. So when a dataset grows, only new shards appear and a backfill touches only
-them; the price is a last shard per growth step that may be smaller than shard_size.
+Rule: a clip keeps the shard it was first given, forever. Clips not sharded before whose
+files are there are sorted by id and cut into *new* shards of `shard_size`; existing shards
+are never refilled. So when a dataset grows (or its downloads arrive), only new shards
+appear and a backfill touches only them; the price is a last shard per growth step that may
+be smaller than shard_size. (`assets.ingest.manifest.build_manifest` applies the rule.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,20 +30,16 @@ def shard_index(key: str) -> int:
     return int(key[len(SHARD_PREFIX):])
 
 
-def assign_shards(clip_ids: Iterable[str], previous: Mapping[str, str], shard_size: int) -> dict[str, str]:
-    """clip id -> shard key for every id in clip_ids; ids in `previous` keep their shard."""
+def next_shard_index(existing: Iterable[str | None]) -> int:
+    """The index the next new shard gets: one past the highest existing key."""
+    return 1 + max((shard_index(k) for k in existing if k), default=-1)
+
+
+def cut_new_shards(n: int, first_index: int, shard_size: int) -> list[str]:
+    """Shard keys for n clips in id order: shard_size per shard, numbered from first_index."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    ids = list(dict.fromkeys(clip_ids))
-    assignment = {cid: previous[cid] for cid in ids if cid in previous}
-    new = sorted(cid for cid in ids if cid not in previous)
-    next_index = 1 + max((shard_index(k) for k in previous.values()), default=-1)
-    for start in range(0, len(new), shard_size):
-        key = shard_key(next_index)
-        for cid in new[start:start + shard_size]:
-            assignment[cid] = key
-        next_index += 1
-    return assignment
+    return [shard_key(first_index + i // shard_size) for i in range(n)]
 
 
 # The columns whose change means a shard's downstream caches must be recomputed.
@@ -53,6 +50,7 @@ DIGEST_COLUMNS = ("clip_id", "split", "status", "media_path", "image_path", "sta
 def shard_digests(manifest: pa.Table) -> dict[str, str]:
     """shard key -> sha256 (16 hex) of its members' identity, status and file fingerprints."""
     rows: dict[str, list] = {}
+    manifest = manifest.filter(pc.is_valid(manifest.column("shard")))  # unsharded rows are most of a partial download
     columns = {c: manifest.column(c).to_pylist() for c in ("shard", *DIGEST_COLUMNS)}
     for i, shard in enumerate(columns["shard"]):
         if shard:

@@ -39,7 +39,7 @@ class AudioEncoderConfig(dg.Config):
     device: str = RUN_DEFAULTS.device  # auto (CUDA when present) | cpu | cuda | cuda:1
     seeds: list[int] = []  # train only these of the experiment's seeds; [] = all
     torch_threads: int = RUN_DEFAULTS.torch_threads  # CPU threads for torch; 0 = torch's default
-    # training features beyond this are memory-mapped from <cache>/<dataset>/feature_spill
+    # training features beyond this are read in place from the audio cache's feature arrays
     max_memory_gb: float = RUN_DEFAULTS.max_memory_gb
 
     def options(self) -> RunOptions:

@@ -3,11 +3,14 @@
 `load_clips` joins, per shard, the audio cache (fbank_cache for the audio ViT, logmel_cache
 for DaveNet), the teacher's frame embeddings and caption embeddings on clip_id, keeping the
 clips of the requested splits that are `ok` in every cache the run needs. Raw features stay
-float16 (256 KB per 1000 x 128 clip: 2500 clips are 640 MB), in memory or, past a memory
-budget, in a memory-mapped spill file (AudioSet's 1.67M training clips are 430 GB);
-normalisation with `fbank_stats` happens per batch, so changed statistics never force a
-cache rebuild. The teacher's embeddings are held in memory (4 x 512 float32 per clip: 13 GB
-for 1.67M clips).
+float16 (256 KB per 1000 x 128 clip: 2500 clips are 640 MB): copied into memory when they fit
+the memory budget, else read in place from the cache's per-shard feature arrays through
+memory maps (`ShardedFeatures`; AudioSet's 1.67M training clips are 430 GB, and no second
+copy is written). Normalisation with `fbank_stats` happens per batch, so changed statistics
+never force a cache rebuild. The teacher's embeddings are held in memory (4 x 512 float32
+per clip: 13 GB for 1.67M clips).
+
+Under DDP each rank takes its own slice of every epoch's order (`rank_slice`).
 
 `BatchLoader` assembles batches on background threads (gather, float16 -> float32,
 normalise, pin on CUDA) and keeps `prefetch` of them queued ahead of the device; it
@@ -17,9 +20,6 @@ step time spent waiting.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import queue
 import threading
 import time
@@ -31,10 +31,40 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from assets.caches.audio_cache_rows import features_metadata, read_features
+from assets.caches.audio_cache_rows import feature_array, features_metadata
 from assets.caches.fbank_stats import Normaliser
-from assets.core.atomic_io import atomic_path
 from assets.mining.embedding_store import read_embeddings
+
+
+class ShardedFeatures:
+    """(N, *shape) features of N clips, read in place from the shards' memory-mapped feature
+    arrays: `features[idx]` gathers the rows of a batch (an ndarray), nothing is copied ahead."""
+
+    def __init__(self, arrays: list[np.ndarray], shard: np.ndarray, row: np.ndarray):
+        self.arrays, self.shard, self.row = arrays, np.asarray(shard, np.int64), np.asarray(row, np.int64)
+        self.shape = (len(self.row), *arrays[0].shape[1:])
+        self.dtype = arrays[0].dtype
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.asarray(index, np.int64)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        shard, row = self.shard[index], self.row[index]
+        for s in np.unique(shard):
+            pick = np.flatnonzero(shard == s)
+            order = np.argsort(row[pick], kind="stable")  # ascending rows: sequential reads in the file
+            out[pick[order]] = self.arrays[s][row[pick[order]]]
+        return out
+
+    def take(self, index) -> "ShardedFeatures":
+        index = np.asarray(index, np.int64)
+        return ShardedFeatures(self.arrays, self.shard[index], self.row[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass
@@ -42,7 +72,7 @@ class ClipSet:
     """N clips, row-aligned: features (N, *shape) float16, true lengths, optional teacher embeddings."""
     clip_ids: list[str]
     splits: list[str]
-    features: np.ndarray
+    features: np.ndarray | ShardedFeatures  # in memory, or read in place from the cache
     lengths: np.ndarray
     frames: np.ndarray | None = None  # (N, L, D) float32 unit vectors, the teacher's frame embeddings
     captions: list[np.ndarray] | None = None  # per clip (count, D) float32: captions (or label prompts)
@@ -57,7 +87,8 @@ class ClipSet:
         index = np.asarray(index, dtype=np.int64)
         if np.array_equal(index, np.arange(len(self))):
             return self
-        return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], self.features[index],
+        features = self.features.take(index) if isinstance(self.features, ShardedFeatures) else self.features[index]
+        return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], features,
                        self.lengths[index], None if self.frames is None else self.frames[index],
                        None if self.captions is None else [self.captions[i] for i in index],
                        None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped))
@@ -111,7 +142,7 @@ class _Shard:
 
 def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
                text_dir: Path | None = None, frames: int | None = None, subset: tuple[int | None, int] = (None, 0),
-               memory_budget_bytes: int | None = None, spill_dir: Path | None = None) -> ClipSet:
+               memory_budget_bytes: int | None = None) -> ClipSet:
     """Clips of `splits` that are ok in the audio cache and in the given embedding stores.
 
     Shards are the audio cache's files; embedding files of the same shard name are joined on
@@ -120,9 +151,8 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
     seeded subset of the usable clips (`seeded_subset`), chosen before any feature is read.
 
     Two passes: the first reads ids, statuses and embeddings and decides which clips are used;
-    the second reads only their features. When those would take more than
-    `memory_budget_bytes`, they go to a float16 .npy in `spill_dir` that is memory-mapped (made
-    once per set of input files and reused; written to a temporary name and renamed)."""
+    the second reads only their features, into memory, or, when they would take more than
+    `memory_budget_bytes`, not at all: batches then read them in place (`ShardedFeatures`)."""
     wanted = set(splits)
     shard_files = sorted(Path(audio_dir).glob("*.parquet"))
     if not shard_files:
@@ -140,7 +170,7 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
     if not kept:
         raise ValueError(f"no usable clips of splits {sorted(wanted)} in {audio_dir} (skipped: {skipped or 'none'})")
     kept = [kept[i] for i in seeded_subset(len(kept), subset[0], subset[1])]
-    features = _read_features(kept, first.shape, first.dtype, memory_budget_bytes, spill_dir)
+    features = _features(kept, first.shape, memory_budget_bytes)
     return ClipSet([k.clip_id for k in kept], [k.split for k in kept], features,
                    np.asarray([k.length for k in kept], np.int64),
                    np.stack([k.frames for k in kept]) if image_dir is not None else None,
@@ -190,35 +220,39 @@ def _select(shard: _Shard, frames: int | None) -> tuple[list[_Kept], dict[str, i
     return kept, skipped, frames
 
 
-def _read_features(kept: list[_Kept], shape: tuple[int, ...], dtype: str, budget: int | None,
-                   spill_dir: Path | None) -> np.ndarray:
-    """(N, *shape) float16 features of the kept clips, in memory or memory-mapped from spill_dir."""
-    n_bytes = len(kept) * int(np.prod(shape)) * 2
-    spill = budget is not None and n_bytes > budget
-    if spill and spill_dir is None:
-        raise MemoryError(f"{len(kept)} clips' features take {n_bytes / 2**30:.1f} GiB, over the memory budget of "
-                          f"{budget / 2**30:.1f} GiB, and no spill directory was given")
-    target = None
-    if spill:
-        digest = hashlib.sha256(json.dumps(
-            [[str(k.shard), k.shard.stat().st_size, k.shard.stat().st_mtime_ns, k.row] for k in kept]).encode()).hexdigest()[:20]
-        target = Path(spill_dir) / f"features_{digest}.npy"
-        if target.exists():
-            return np.load(target, mmap_mode="r")
-        target.parent.mkdir(parents=True, exist_ok=True)
-    with (atomic_path(target) if spill else contextlib.nullcontext()) as tmp:
-        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(kept), *shape)) if spill
-               else np.empty((len(kept), *shape), np.float16))
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
-        for i, k in enumerate(kept):
-            by_shard.setdefault(k.shard, []).append((i, k.row))
-        for shard, pairs in by_shard.items():
-            index, rows = zip(*pairs)
-            out[list(index)] = read_features(shard, list(rows))[0]
-        if spill:
-            out.flush()
-            del out
-    return np.load(target, mmap_mode="r") if spill else out
+def _features(kept: list[_Kept], shape: tuple[int, ...], budget: int | None) -> np.ndarray | ShardedFeatures:
+    """The kept clips' features: read in place from the shards' arrays, copied into memory
+    when they fit the budget (gathering from memory is the faster path for small sets)."""
+    paths = list(dict.fromkeys(k.shard for k in kept))
+    position = {p: i for i, p in enumerate(paths)}
+    arrays = [feature_array(p) for p in paths]
+    for p, a in zip(paths, arrays):
+        if a.shape[1:] != shape:
+            raise ValueError(f"{p}: features {a.shape[1:]}, expected {shape}")
+    in_place = ShardedFeatures(arrays, [position[k.shard] for k in kept], [k.row for k in kept])
+    n_bytes = len(kept) * int(np.prod(shape)) * in_place.dtype.itemsize
+    return in_place if budget is not None and n_bytes > budget else np.asarray(in_place)
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed's when a process group is up, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def rank_slice(order: np.ndarray, batch_size: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's part of an epoch's order under DDP: every world_size-th batch of the order
+    starting at `rank`, after dropping the batches that would leave the ranks unequal (every
+    rank steps the same number of times; the dropped clips change from epoch to epoch with
+    the order). world_size 1 is the order itself."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    if world_size == 1:
+        return order
+    n_batches = len(order) // batch_size // world_size * world_size
+    batches = np.asarray(order[:n_batches * batch_size]).reshape(n_batches, batch_size)
+    return batches[rank::world_size].reshape(-1)
 
 
 def seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:
@@ -256,8 +290,8 @@ class BatchLoader:
         self.clips, self.normalise, self.caption_seed = clips, normalise, caption_seed
         self.workers, self.prefetch, self.pin = max(0, workers), max(1, prefetch), pin_memory
         self.wait_seconds = 0.0
-        # in-memory features: gathered by torch (a view, no copy); a read-only memmap: by numpy
-        self._features = torch.from_numpy(clips.features) if clips.features.flags.writeable else None
+        # in-memory features: gathered by torch (a view, no copy); read in place: by ShardedFeatures
+        self._features = torch.from_numpy(clips.features) if isinstance(clips.features, np.ndarray) else None
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -55,7 +55,7 @@ PROTOCOL = ("R@k = fraction of queries whose best-ranked true match is within th
 class RunOptions:
     """How a run uses this machine: not part of the experiment file, nor of its fingerprint."""
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:1
-    max_memory_gb: float = 16.0  # training features beyond this are memory-mapped from <cache>/<dataset>/feature_spill
+    max_memory_gb: float = 16.0  # training features beyond this are read in place from the audio cache (memory maps)
     torch_threads: int = 0  # CPU threads for torch; 0 = torch's default
 
 
@@ -120,14 +120,13 @@ _LOADED_MAX = 2                     # experiments on the same clips), keyed by t
 def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subset: tuple[int | None, int],
                       memory_gb: float | None) -> ClipSet:
     """load_clips, remembered for the next experiment in this process; features over `memory_gb`
-    are memory-mapped from `<cache>/<dataset>/feature_spill/`."""
+    are read in place from the audio cache's feature arrays."""
     dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir) if d is not None]
     stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for d in dirs for p in sorted(Path(d).glob("*.parquet")))
     key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), subset, memory_gb, stamps)
     if key not in _LOADED:
         clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir, subset=subset,
-                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30),
-                           spill_dir=cache.feature_spill_dir(ds.name))
+                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30))
         while len(_LOADED) >= _LOADED_MAX:
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[key] = clips

@@ -39,7 +39,7 @@ from assets.core.atomic_io import atomic_path, write_json_atomic
 from assets.core.device import autocast, enable_tf32, grad_scaler
 from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from assets.training.data import Batch, BatchLoader, ClipSet
+from assets.training.data import Batch, BatchLoader, ClipSet, process_rank, rank_slice
 from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
@@ -209,7 +209,7 @@ class Trainer:
 
     def _epoch(self, epoch: int) -> dict:
         exp, train = self.exp, self.inputs.train
-        order = self._order(epoch)
+        order = rank_slice(self._order(epoch), exp.batch_size, *process_rank())  # DDP: this rank's batches
         self.batch_stats = BatchPositiveStats()
         loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
                              workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")

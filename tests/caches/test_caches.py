@@ -37,8 +37,12 @@ def test_each_bad_vggsound_clip_gets_its_error_record(built, synthav_root):
     from tests.data.test_synthav import _vgg_rows
     ids = {r["defect"]: f"{r['ytid']}_{r['start']:06d}" for r in _vgg_rows(synthav_root) if r["defect"]}
     fbank, frames = _rows(cache, "synthav_vggsound", "fbank_cache"), _rows(cache, "synthav_vggsound", "frame_cache")
-    expected_fbank = {"corrupt": "unreadable", "missing": "missing", "truncated": "corrupt", "silent": "silent",
-                      "short": "too_short"}
+    manifest = _manifest(cache, "synthav_vggsound")
+    for defect, status in {"corrupt": "unreadable", "missing": "missing"}.items():
+        # the manifest records them; shards are cut from clips whose files are there, so no cache row
+        assert manifest[ids[defect]]["status"] == status and manifest[ids[defect]]["shard"] is None
+        assert ids[defect] not in fbank and ids[defect] not in frames
+    expected_fbank = {"truncated": "corrupt", "silent": "silent", "short": "too_short"}
     for defect, kind in expected_fbank.items():
         row = fbank[ids[defect]]
         assert (row["status"], row["error_kind"]) == ("error", kind), (defect, row)
@@ -55,11 +59,13 @@ def test_places_and_audiocaps_bad_items(built):
     _, _, cache = built
     places = _rows(cache, "synthav_places", "fbank_cache")
     kinds = sorted(r["error_kind"] for r in places.values() if r["status"] == "error")
-    assert kinds == ["missing", "path_escape", "silent", "unreadable"]
+    assert kinds == ["silent"]  # missing, path_escape and unreadable items stay in the manifest, unsharded
+    unsharded = sorted(r["status"] for r in _manifest(cache, "synthav_places").values() if r["shard"] is None)
+    assert unsharded == ["malformed", "missing", "path_escape", "unreadable"]
     frames = _rows(cache, "synthav_places", "frame_cache")
     assert all(len(r["timestamps"]) == 1 for r in frames.values() if r["status"] == "ok")
     caps = _rows(cache, "synthav_audiocaps", "fbank_cache")
-    assert sorted(r["error_kind"] for r in caps.values() if r["status"] == "error") == ["missing", "too_short"]
+    assert sorted(r["error_kind"] for r in caps.values() if r["status"] == "error") == ["too_short"]  # missing: unsharded
     logmel = next((cache.dataset_dir("synthav_places") / "logmel_cache").glob("*.parquet"))
     feats, lengths = read_features(logmel)
     assert feats.shape[1:] == (40, 2048) and (lengths > 50).all()

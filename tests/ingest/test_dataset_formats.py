@@ -37,7 +37,7 @@ def test_audioset_header_lines_quoted_labels_and_label_names(tmp_path):
     ds = config(tmp_path, "audioset")
     names = parse_audioset_labels(tmp_path / "labels.csv")
     assert names["/m/012xff"] == "Male speech, man speaking"
-    rows = parse_audioset(ds, MetadataFile("eval_segments.csv", "eval", "eval"), names)
+    rows = list(parse_audioset(ds, MetadataFile("eval_segments.csv", "eval", "eval"), names))
     assert [r.clip_id for r in rows] == ["--PJHxphWEs_30000", "--ZhevVpy1s_50000", "--aE2O5G5WE_0"]
     first = rows[0]
     assert first.labels == ["/m/09x0r", "/t/dd00088"]
@@ -52,13 +52,13 @@ def test_audioset_malformed_line_recorded_or_raised_with_file_and_line(tmp_path)
     text = AUDIOSET_CSV + "--bad_row01, thirty, 40.000, \"/m/09x0r\"\n--short0001, 30.000\n"
     (tmp_path / "seg.csv").write_text(text)
     ds = config(tmp_path, "audioset")
-    rows = parse_audioset(ds, MetadataFile("seg.csv", "eval"), {})
+    rows = list(parse_audioset(ds, MetadataFile("seg.csv", "eval"), {}))
     bad = [r for r in rows if r.problem]
     assert [r.source for r in bad] == ["seg.csv:7", "seg.csv:8"]
     assert "bad start/end seconds" in bad[0].problem and "'thirty'" in bad[0].problem
     assert "expected 4 fields" in bad[1].problem and "got 2" in bad[1].problem
     with pytest.raises(MetadataFormatError, match=r"^seg\.csv:7: bad start/end seconds"):
-        parse_audioset(ds, MetadataFile("seg.csv", "eval"), {}, strict=True)
+        list(parse_audioset(ds, MetadataFile("seg.csv", "eval"), {}, strict=True))
 
 
 def test_vggsound_no_header_quoted_label_with_comma_and_split_column(tmp_path):
@@ -68,7 +68,7 @@ def test_vggsound_no_header_quoted_label_with_comma_and_split_column(tmp_path):
         '\n'
         '--56QUhyDQM,185,playing tennis\n')
     ds = config(tmp_path, "vggsound", metadata=["vggsound.csv"])
-    rows = parse_vggsound(ds, ds.metadata[0])
+    rows = list(parse_vggsound(ds, ds.metadata[0]))
     assert [(r.clip_id, r.split, r.labels) for r in rows[:2]] == [
         ("---g-f_I2yQ_000001", "test", ["people marching"]),
         ("--0PQM4-hqg_000030", "train", ["bird chirping, tweeting"]),
@@ -83,7 +83,7 @@ def test_audiocaps_groups_five_test_captions_per_clip(tmp_path):
     lines += ["200,-AheI8Epim4,0,Wind blows", "201,-AheI8Epim4"]
     (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")
     ds = config(tmp_path, "audiocaps")
-    rows = parse_audiocaps(ds, MetadataFile("test.csv", "test", "audio/test"))
+    rows = list(parse_audiocaps(ds, MetadataFile("test.csv", "test", "audio/test")))
     good = [r for r in rows if not r.problem]
     assert [r.clip_id for r in good] == ["--0w1YA1Hm4_30000", "-AheI8Epim4_0"]
     assert good[0].captions == [f"A vehicle, then a man speaks ({k})" for k in range(5)]
@@ -97,7 +97,7 @@ def test_audiocaps_groups_five_test_captions_per_clip(tmp_path):
 def test_audiocaps_wrong_header_names_file(tmp_path):
     (tmp_path / "train.csv").write_text("id,ytid,start,caption\n1,abc,0,x\n")
     with pytest.raises(MetadataFormatError, match=r"train\.csv:1: expected header"):
-        parse_audiocaps(config(tmp_path, "audiocaps"), MetadataFile("train.csv", "train"))
+        list(parse_audiocaps(config(tmp_path, "audiocaps"), MetadataFile("train.csv", "train")))
 
 
 def test_places_json_base_paths_and_bad_entries(tmp_path):
@@ -108,20 +108,20 @@ def test_places_json_base_paths_and_bad_entries(tmp_path):
                     {"speaker": "A2", "image": "c/x.jpg"}]}
     (tmp_path / "train.json").write_text(json.dumps(doc))
     ds = config(tmp_path, "places")
-    rows = parse_places(ds, MetadataFile("train.json", "train"))
+    rows = list(parse_places(ds, MetadataFile("train.json", "train")))
     assert (rows[0].clip_id, rows[0].media_path, rows[0].image_path, rows[0].captions) == (
         "A1-GSUN_1", "PlacesAudio/wavs/1/u1.wav", "images/b/barn/gsun_1.jpg", ["a red barn"])
     assert rows[1].clip_id == "u2" and rows[1].captions == []
     assert rows[2].problem == "train.json:data[2]: entry lacks wav"
     # A config override replaces the authors' absolute base paths.
     ds2 = config(tmp_path, "places", audio_base_path="audio")
-    assert parse_places(ds2, MetadataFile("train.json", "train"))[0].media_path == "audio/wavs/1/u1.wav"
+    assert next(parse_places(ds2, MetadataFile("train.json", "train"))).media_path == "audio/wavs/1/u1.wav"
 
 
 def test_places_invalid_json_names_file_and_line(tmp_path):
     (tmp_path / "val.json").write_text('{"data": [\n{"wav": "a.wav",\n}')
     with pytest.raises(MetadataFormatError, match=r"val\.json:3: not valid JSON"):
-        parse_places(config(tmp_path, "places"), MetadataFile("val.json", "val"))
+        list(parse_places(config(tmp_path, "places"), MetadataFile("val.json", "val")))
 
 
 def test_dataset_config_errors_name_file_and_field(tmp_path):
@@ -148,7 +148,7 @@ def test_parse_metadata_on_generated_formats(synthav_root, tiny_configs):
     """The generator's files parse with the real-format parsers (and their bad lines are caught)."""
     from assets.ingest.dataset_config import load_dataset_configs
     for ds in load_dataset_configs(tiny_configs):
-        rows = parse_metadata(ds)
+        rows = list(parse_metadata(ds))
         problems = [r.problem for r in rows if r.problem]
         assert len(problems) == 1, (ds.name, problems)  # exactly the one deliberately malformed entry
         assert len(rows) > 10

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from assets.ingest.dataset_config import load_dataset_configs, parse_dataset_config
 from assets.ingest.manifest import build_manifest, manifest_summary, resolve_inside
@@ -73,7 +74,8 @@ def test_manifest_rows_statuses_and_coverage(tmp_path):
     summary = manifest_summary(table)
     assert summary["coverage_pct"] == round(100 / 3, 2)  # 1 ok of 3 listed clips
     assert summary["by_status"] == {"duplicate": 1, "malformed": 1, "missing": 1, "ok": 1, "unreadable": 1}
-    assert summary["shards"] == 2  # 3 shardable clips, 2 per shard
+    assert summary["shards"] == 1  # shards are cut from clips whose files are there: 1
+    assert by_id["bbbbbbbbbbb_000010"]["shard"] is None and by_id["ccccccccccc_000020"]["shard"] is None
 
 
 def test_path_escape_in_places_is_a_row_not_a_failure(tmp_path):
@@ -88,9 +90,15 @@ def test_path_escape_in_places_is_a_row_not_a_failure(tmp_path):
     assert "meta/train.json:data[0]: media path 'audio/../../../etc/passwd' leaves the dataset root" in row["reason"]
 
 
+def _present(root: Path, *clip_ids: str) -> None:
+    for cid in clip_ids:
+        (root / "video" / f"{cid}.mp4").write_bytes(MP4)
+
+
 def test_rebuild_after_growth_and_removal_keeps_shards(tmp_path):
     lines = [f"{c * 11},{i},dog barking,train" for i, c in enumerate("abcde")]
     root, ds = _vgg(tmp_path, lines)
+    _present(root, *(f"{c * 11}_{i:06d}" for i, c in enumerate("abcde")), "fffffffffff_000009", "00000000000_000009")
     first = build_manifest(ds)
     before = dict(zip(first.column("clip_id").to_pylist(), first.column("shard").to_pylist()))
     # One clip disappears from the metadata, two new ones arrive.
@@ -100,6 +108,46 @@ def test_rebuild_after_growth_and_removal_keeps_shards(tmp_path):
     assert {c: after[c]["shard"] for c in before} == before
     assert after["aaaaaaaaaaa_000000"]["status"] == "removed"
     assert after["fffffffffff_000009"]["shard"] == after["00000000000_000009"]["shard"] == "s00003"
+    # the earlier manifest read from its file gives the same table
+    path = tmp_path / "manifest.parquet"
+    pq.write_table(first, path)
+    assert build_manifest(ds, previous=path).equals(second)
+
+
+def test_growth_only_creates_new_shards_and_keeps_members(tmp_path):
+    ids = [f"c{i:02d}xxxxxxxx" for i in range(10)]
+    root, ds = _vgg(tmp_path, [f"{c},0,dog,train" for c in ids], shard_size=4)
+    _present(root, *(f"{c}_000000" for c in ids))
+    first = build_manifest(ds)
+    before = dict(zip(first.column("clip_id").to_pylist(), first.column("shard").to_pylist()))
+    assert sorted(set(before.values())) == ["s00000", "s00001", "s00002"]
+    # new ids sort before and between old ones; they must still not enter old shards
+    grown = ids + ["a00xxxxxxxx", "c045xxxxxxx", "z99xxxxxxxx"]
+    _, ds = _vgg(tmp_path, [f"{c},0,dog,train" for c in grown], shard_size=4)
+    _present(root, "a00xxxxxxxx_000000", "c045xxxxxxx_000000", "z99xxxxxxxx_000000")
+    after = dict(zip(*(build_manifest(ds, previous=first).column(c).to_pylist() for c in ("clip_id", "shard"))))
+    assert {k: after[k] for k in before} == before
+    assert {after["a00xxxxxxxx_000000"], after["c045xxxxxxx_000000"], after["z99xxxxxxxx_000000"]} == {"s00003"}
+
+
+def test_shards_hold_clips_that_can_be_processed_and_late_files_get_one(tmp_path):
+    """Six listed, two downloaded, shard_size 2: one shard of the two; the four missing rows are
+    recorded without a shard. Three arrive: a new shard of two and one of one; a sharded clip whose
+    file goes away keeps its shard (its caches are redone there)."""
+    ids = [f"{c * 11}_{i:06d}" for i, c in enumerate("abcdef")]
+    root, ds = _vgg(tmp_path, [f"{c * 11},{i},dog,train" for i, c in enumerate("abcdef")], shard_size=2)
+    _present(root, ids[1], ids[4])
+    first = build_manifest(ds)
+    shard = dict(zip(first.column("clip_id").to_pylist(), first.column("shard").to_pylist()))
+    assert shard == {ids[1]: "s00000", ids[4]: "s00000", ids[0]: None, ids[2]: None, ids[3]: None, ids[5]: None}
+    assert first.column("clip_id").to_pylist()[:2] == [ids[1], ids[4]]  # sharded rows first, by shard and id
+    _present(root, ids[0], ids[3], ids[5])
+    (root / "video" / f"{ids[4]}.mp4").unlink()
+    second = build_manifest(ds, previous=first)
+    rows = {r["clip_id"]: r for r in second.to_pylist()}
+    assert {c: rows[c]["shard"] for c in ids} == {ids[0]: "s00001", ids[1]: "s00000", ids[2]: None,
+                                                    ids[3]: "s00001", ids[4]: "s00000", ids[5]: "s00002"}
+    assert rows[ids[4]]["status"] == "missing" and rows[ids[2]]["status"] == "missing"
 
 
 def test_manifest_on_generated_defects(synthav_root, tiny_configs):

@@ -169,10 +169,11 @@ def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_clip_loading_joins_caches_and_spills_features_to_disk(mined_caches, tmp_path):
-    """Over the memory budget the features are a memory-mapped .npy, identical to the in-memory ones;
-    a seeded subset is the same clips as subsetting the full set."""
-    from assets.training.data import load_clips, seeded_subset
+def test_clip_loading_joins_caches_and_reads_features_in_place(mined_caches, tmp_path):
+    """Over the memory budget the features are read in place from the cache's arrays (no copy is
+    written), identical to the in-memory ones; a seeded subset is the same clips as subsetting
+    the full set, in either form."""
+    from assets.training.data import ShardedFeatures, load_clips, seeded_subset
     _, _, cache, _, _ = mined_caches
     base = cache.dataset_dir("synthav_vggsound")
     dirs = (base / "fbank_cache", ["train"], base / "clip_image_embeddings")
@@ -183,15 +184,14 @@ def test_clip_loading_joins_caches_and_spills_features_to_disk(mined_caches, tmp
     rows = sum(r == "train" for f in (base / "fbank_cache").glob("*.parquet")
                for r in pq.read_table(f, columns=["split"]).column("split").to_pylist())
     assert full.frames.shape == (len(full), 4, 128) and sum(full.skipped.values()) == rows - len(full)
-    spilled = load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path)
-    files = list(tmp_path.glob("features_*.npy"))
-    assert len(files) == 1 and isinstance(spilled.features, np.memmap)
-    assert np.array_equal(np.asarray(spilled.features), full.features) and spilled.clip_ids == full.clip_ids
-    mtime = files[0].stat().st_mtime_ns
-    assert np.array_equal(np.asarray(load_clips(*dirs, memory_budget_bytes=1, spill_dir=tmp_path).features), full.features)
-    assert files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
-    with pytest.raises(MemoryError, match="over the memory budget"):
-        load_clips(*dirs, memory_budget_bytes=1)
+    before = sorted(p.name for p in base.rglob("*") if p.is_file())
+    in_place = load_clips(*dirs, memory_budget_bytes=1)
+    assert isinstance(in_place.features, ShardedFeatures) and in_place.clip_ids == full.clip_ids
+    assert np.array_equal(np.asarray(in_place.features), full.features)
+    pick = np.array([5, 0, len(full) - 1, 5])
+    assert np.array_equal(in_place.features[pick], full.features[pick])
+    assert np.array_equal(np.asarray(in_place.subset(pick[:3]).features), full.features[pick[:3]])
+    assert sorted(p.name for p in base.rglob("*") if p.is_file()) == before  # nothing written
     part = load_clips(*dirs, subset=(7, 3))
     index = seeded_subset(len(full), 7, 3)
     assert part.clip_ids == [full.clip_ids[i] for i in index] and np.array_equal(part.features, full.features[index])
