@@ -39,7 +39,6 @@ from PIL import Image
 from assets.caches.clip_span import ClipSpan
 from assets.core.errors import ClipError
 
-
 SEEK_MODES = ("exact", "keyframe")
 
 

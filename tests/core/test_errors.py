@@ -2,6 +2,7 @@
 kind the UI's tables do not know), found by scanning the source of assets/."""
 
 import ast
+
 import pytest
 
 from assets.core.errors import ERROR_KINDS, ClipError
