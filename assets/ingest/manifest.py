@@ -11,6 +11,8 @@ its shard so shard membership never changes).
 """
 
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,21 @@ MANIFEST_SCHEMA = pa.schema([
 ])
 USABLE_STATUSES = ("ok", "missing", "unreadable", "path_escape")  # clips the metadata lists
 SHARDABLE_STATUS = "ok"  # a new shard is cut from clips whose files are there and look right
+# The manifest's arrays come from the system allocator: built batch by batch from Python lists,
+# their growth buffers are returned to the OS when freed, where Arrow's default mimalloc pool kept
+# about 300 MB of them at 2M rows (measured with benchmarks.bench_manifest).
+_POOL = pa.system_memory_pool()
+try:  # glibc keeps freed heap memory for reuse; malloc_trim hands it back to the OS
+    _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc
+    _malloc_trim = None
+
+
+def _return_freed_memory() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 _PARSED = ("clip_id", "split", "media_path", "image_path", "start_s", "end_s", "labels", "label_names",
            "captions", "caption_ids", "source")
 
@@ -87,7 +104,7 @@ class _Prober:
             if not (full == self.base or full.startswith(self.base + os.sep)):
                 out[i] = ("path_escape", f"{source}: {role} path {rel!r} leaves the dataset root {self.base}", 0, 0)
             elif self.listing.absent(full):
-                out[i] = ("missing", f"{source}: {role} file not found", 0, 0)
+                out[i] = ("missing", f"{role} file not found", 0, 0)  # the row's source says where it is listed
             else:
                 present.append((i, full, source))
         for (i, _, source), p in zip(present, self.pool.map(probe_file, [f for _, f, _ in present], chunksize=256)):
@@ -113,31 +130,36 @@ def _checked_batch(rows: list[SourceRow], prober: _Prober) -> pa.Table:
     arrays = {**cols, "status": status, "reason": reason, "shard": [None] * len(rows),
               "media_bytes": [m[2] for m in media], "media_mtime_ns": [m[3] for m in media],
               "image_bytes": [i[2] for i in image], "image_mtime_ns": [i[3] for i in image]}
-    return pa.table({f.name: pa.array(arrays[f.name], f.type) for f in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
+    return pa.table({f.name: pa.array(arrays[f.name], f.type, memory_pool=_POOL) for f in MANIFEST_SCHEMA},
+                    schema=MANIFEST_SCHEMA)
 
 
 def _mark_duplicates(table: pa.Table) -> pa.Table:
     """A clip id listed twice: the first listing (file order) is the clip, later ones are rows
-    `duplicate:<source>` with status duplicate. Malformed rows have unique ids of their own."""
+    `duplicate:<source>` with status duplicate. Malformed rows have unique ids of their own.
+    Found by a stable sort of the ids (equal neighbours), which needs a fraction of the memory
+    of a hash grouping over 2M strings."""
     n = table.num_rows
-    order = pa.array(np.arange(n, dtype=np.int64))
-    first = (table.select(["clip_id"]).append_column("row", order)
-             .group_by("clip_id").aggregate([("row", "min")]))
-    is_first = pc.is_in(order, first.column("row_min"))
-    dup = pc.invert(is_first)
-    if not pc.any(dup).as_py():
+    if n < 2:
         return table
-    first_source = dict(zip(first.column("clip_id").to_pylist(),
-                            pc.take(table.column("source"), first.column("row_min")).to_pylist()))
-    idx = np.flatnonzero(dup.to_numpy(zero_copy_only=False))
-    ids, status, reason = (table.column(c).to_pylist() for c in ("clip_id", "status", "reason"))
+    order = pc.sort_indices(table.column("clip_id"), memory_pool=_POOL)  # stable: equal ids keep file order
+    ids = pc.take(table.column("clip_id"), order, memory_pool=_POOL)
+    same = pc.equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    if not same.any():
+        return table
+    order = order.to_numpy()
+    later = np.flatnonzero(same) + 1  # sorted positions whose id equals the one before
+    first_of = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(n), 0))  # sorted position of each run's first
+    ids_list, status, reason = (table.column(c).to_pylist() for c in ("clip_id", "status", "reason"))
     sources = table.column("source").to_pylist()
-    for i in idx:
-        cid = ids[i]
-        ids[i], status[i] = f"duplicate:{sources[i]}", "duplicate"
-        reason[i] = f"{sources[i]}: clip {cid} is already listed at {first_source[cid]}"
-    for name, values in (("clip_id", ids), ("status", status), ("reason", reason)):
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    for pos in later:
+        i, first = int(order[pos]), int(order[first_of[pos]])
+        cid = ids_list[i]
+        ids_list[i], status[i] = f"duplicate:{sources[i]}", "duplicate"
+        reason[i] = f"{sources[i]}: clip {cid} is already listed at {sources[first]}"
+    for name, values in (("clip_id", ids_list), ("status", status), ("reason", reason)):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string(),
+                                                                                     memory_pool=_POOL))
     return table
 
 
@@ -152,9 +174,14 @@ def _previous(previous: Path | pa.Table | None) -> tuple[pa.Table, pq.ParquetFil
 
 
 def _carried_over(source, sharded: pa.Table, listed: pa.Array) -> pa.Table:
-    """Rows of clips an earlier manifest sharded that the metadata no longer lists, as `removed`."""
-    gone = sharded.filter(pc.invert(pc.is_in(sharded.column("clip_id"), listed))).column("clip_id")
-    if len(gone) == 0 or source is None:
+    """Rows of clips an earlier manifest sharded that the metadata no longer lists, as `removed`.
+    The hash sets are built over the sharded ids (a fraction of a partial download's listing)."""
+    if source is None or sharded.num_rows == 0:
+        return MANIFEST_SCHEMA.empty_table()
+    ids = sharded.column("clip_id")
+    still = pc.filter(listed, pc.is_in(listed, value_set=ids))
+    gone = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=still)))
+    if len(gone) == 0:
         return MANIFEST_SCHEMA.empty_table()
     full = source.read() if isinstance(source, pq.ParquetFile) else source
     rows = full.filter(pc.is_in(full.column("clip_id"), gone)).cast(MANIFEST_SCHEMA)
@@ -188,9 +215,13 @@ def build_manifest(ds: DatasetConfig, previous: Path | pa.Table | None = None,
     finally:
         prober.close()
     table = _mark_duplicates(pa.concat_tables(batches) if batches else MANIFEST_SCHEMA.empty_table())
+    del batches  # the table holds the same buffers; dropped column by column when sorting below
+    _return_freed_memory()  # the parsing's Python objects
     sharded, source = _previous(previous)
-    listed = table.filter(pc.is_in(table.column("status"), pa.array(USABLE_STATUSES))).column("clip_id")
-    table = pa.concat_tables([table, _carried_over(source, sharded, listed)])
+    listed = pc.filter(table.column("clip_id"), pc.is_in(table.column("status"), pa.array(USABLE_STATUSES)))
+    carried = _carried_over(source, sharded, listed)
+    if carried.num_rows:
+        table = pa.concat_tables([table, carried])
     # shards: the earlier assignment, then new shards for the ok clips that have none
     shard = pc.take(sharded.column("shard"), pc.index_in(table.column("clip_id"), value_set=sharded.column("clip_id")))
     new = pc.and_(pc.is_null(shard), pc.equal(table.column("status"), SHARDABLE_STATUS))
@@ -203,11 +234,10 @@ def build_manifest(ds: DatasetConfig, previous: Path | pa.Table | None = None,
         filled = np.asarray(shard.to_pylist(), dtype=object)
         filled[new_idx[order]] = keys
         shard = pa.array(filled, pa.string())
-    table = table.set_column(table.schema.get_field_index("shard"), "shard", shard)
-    # sharded rows first, by shard then id ("~" sorts after every shard key "sNNNNN")
-    keys = pa.table({"shard": pc.fill_null(shard, "~"), "clip_id": table.column("clip_id")})
-    order = pc.sort_indices(keys, sort_keys=[("shard", "ascending"), ("clip_id", "ascending")])
-    return table.take(order).combine_chunks()
+        del filled, ids
+    # Rows stay in metadata order (carried-over rows last): sorting 2M rows would copy the whole
+    # table once more; shard_members orders a shard's rows by id.
+    return table.set_column(table.schema.get_field_index("shard"), "shard", shard)
 
 
 def manifest_summary(table: pa.Table, first_errors: int = 10) -> dict:
@@ -226,7 +256,7 @@ def manifest_summary(table: pa.Table, first_errors: int = 10) -> dict:
         "by_split_status": sorted(({"split": r["split"], "status": r["status"], "clips": r["clip_id_count"]}
                                    for r in by_split_status), key=lambda r: (r["split"] or "", r["status"])),
         "shards": len(pc.unique(table.column("shard")).drop_null()),
-        "first_errors": errors.select(["clip_id", "split", "status", "reason"]).to_pylist(),
+        "first_errors": errors.select(["clip_id", "split", "status", "reason", "source"]).to_pylist(),
     }
 
 

@@ -66,7 +66,8 @@ def test_manifest_rows_statuses_and_coverage(tmp_path):
     assert by_id["aaaaaaaaaaa_000000"]["status"] == "ok"
     assert by_id["aaaaaaaaaaa_000000"]["media_bytes"] == len(MP4)
     assert by_id["bbbbbbbbbbb_000010"]["status"] == "missing"
-    assert "vggsound.csv:2" in by_id["bbbbbbbbbbb_000010"]["reason"]
+    assert by_id["bbbbbbbbbbb_000010"]["reason"] == "media file not found"
+    assert by_id["bbbbbbbbbbb_000010"]["source"] == "vggsound.csv:2"
     assert by_id["ccccccccccc_000020"]["status"] == "unreadable"
     assert by_id["malformed:vggsound.csv:4"]["status"] == "malformed"
     assert by_id["malformed:vggsound.csv:4"]["shard"] is None
@@ -140,7 +141,7 @@ def test_shards_hold_clips_that_can_be_processed_and_late_files_get_one(tmp_path
     first = build_manifest(ds)
     shard = dict(zip(first.column("clip_id").to_pylist(), first.column("shard").to_pylist()))
     assert shard == {ids[1]: "s00000", ids[4]: "s00000", ids[0]: None, ids[2]: None, ids[3]: None, ids[5]: None}
-    assert first.column("clip_id").to_pylist()[:2] == [ids[1], ids[4]]  # sharded rows first, by shard and id
+    assert first.column("clip_id").to_pylist() == ids  # metadata order
     _present(root, ids[0], ids[3], ids[5])
     (root / "video" / f"{ids[4]}.mp4").unlink()
     second = build_manifest(ds, previous=first)
