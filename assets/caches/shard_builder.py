@@ -190,6 +190,8 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
     remove_stale_temps(path)
     reuse = _reusable(path, spec, members) if path.exists() else set()
     old_array = _old_array(path, spec) if reuse else None
+    if spec.array is not None and old_array is None:
+        reuse = set()  # no array to copy the reused rows' values from: compute them
     rows = members.to_pylist()
     todo = [m for m in rows if m["status"] == "ok" and m["clip_id"] not in reuse]
     stats = PoolStats(workers)
@@ -243,8 +245,12 @@ def _old_array(path: Path, spec: CacheSpec) -> tuple[dict[str, int], np.ndarray]
     """(clip id -> row, array) of the file being replaced, for copying reused rows' arrays."""
     if spec.array is None:
         return None
+    try:
+        array = open_array(path)
+    except (ValueError, OSError):  # named array gone or damaged
+        return None
     ids = pq.read_table(path, columns=["clip_id"]).column("clip_id").to_pylist()
-    return {cid: i for i, cid in enumerate(ids)}, open_array(path)
+    return {cid: i for i, cid in enumerate(ids)}, array
 
 
 def _chunk_table(chunk: list[dict], reuse: set[str], results, old_path: Path, spec: CacheSpec,

@@ -5,11 +5,12 @@ import os
 import signal
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.caches.shard_builder import CacheSpec, build_shard
+from assets.caches.shard_builder import ArrayColumn, CacheSpec, build_shard, open_array
 from assets.core.errors import ClipError
 from assets.ingest.manifest import MANIFEST_SCHEMA
 
@@ -111,3 +112,44 @@ def test_killed_run_leaves_no_partial_file_and_rerun_has_no_duplicates(tmp_path)
     assert table.num_rows == 10 and len(set(table.column("clip_id").to_pylist())) == 10
     assert build.status_counts["ok"] == 8
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+ARRAY_SPEC = CacheSpec("toy_cache", "1", {"scale": 2}, [("value", pa.int64())], array=ArrayColumn("features", (2, 3), "float16"))
+
+
+def _compute_array(task):
+    return _compute(task) | {"features": np.full((2, 3), task[1], np.float16)}
+
+
+def _build_array(path, members, **kw):
+    return build_shard(members, ARRAY_SPEC, path, _task, _compute_array, workers=2, timeout_s=30, row_group=4, **kw)
+
+
+def test_array_beside_the_parquet_rows_reused_and_replaced(tmp_path):
+    """The per-clip arrays go to <shard>.<fingerprint>.features.npy, row i = Parquet row i, zeros on
+    error rows; a rebuild copies reused rows, writes a new file and removes the old one; an
+    interrupted rebuild leaves the old pair."""
+    path = tmp_path / "s00000.parquet"
+    first = _build_array(path, _members())
+    assert "features" not in pq.read_schema(path).names
+    array = open_array(path)
+    assert array.shape == (10, 2, 3) and array.dtype == np.float16
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s00000.parquet", f"s00000.{first.fingerprint}.features.npy"])
+    np.testing.assert_array_equal(array[:, 0, 0], [100, 101, 102, 0, 104, 0, 106, 107, 108, 109])  # c03 missing, c05 corrupt
+    before = (path.read_bytes(), array.copy())
+
+    def crash(done, total):
+        if done >= 4:
+            raise KeyboardInterrupt("injected")
+    with pytest.raises(KeyboardInterrupt):
+        _build_array(path, _members(mtimes={1: 9}), progress=crash)
+    assert path.read_bytes() == before[0] and np.array_equal(open_array(path), before[1])
+    assert len(list(tmp_path.iterdir())) == 2  # no temporaries, no orphan array
+
+    second = _build_array(path, _members(mtimes={1: 9}))  # c01 rewritten: computed; the rest copied
+    assert (second.computed, second.reused) == (1, 9)
+    np.testing.assert_array_equal(open_array(path), before[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s00000.parquet", f"s00000.{second.fingerprint}.features.npy"])
+    (tmp_path / f"s00000.{second.fingerprint}.features.npy").unlink()  # the array lost: rebuilt, not skipped
+    third = _build_array(path, _members(mtimes={1: 9}))
+    assert not third.skipped and third.computed == 9 and np.array_equal(open_array(path), before[1])
