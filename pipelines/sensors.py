@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.core.atomic_io import read_parquet_metadata
@@ -77,7 +78,8 @@ def build_dataset_sensor(ds: DatasetConfig, shards: dg.DynamicPartitionsDefiniti
         if path.exists():
             version = str(path.stat().st_mtime_ns)
             if version != cursor.get("manifest"):
-                digests = shard_digests(pq.read_table(path, columns=["shard", *DIGEST_COLUMNS]))
+                digests = shard_digests(pq.read_table(path, columns=["shard", *DIGEST_COLUMNS],
+                                                      filters=pc.field("shard").is_valid()))
         built = _built_digests(layout, ds, sorted(digests)) if digests else {}
         plan = plan_tick(cursor, dataset_fingerprint(ds), version, digests, built)
         requests = [dg.RunRequest(job_name=shard_job.name, partition_key=s, run_key=f"{s}:{digests[s]}")

@@ -64,7 +64,8 @@ def build_clip_shards_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
     )
     def clip_shards(context: dg.AssetExecutionContext, cache: CachePaths) -> dg.MaterializeResult:
         shard, layout = context.partition_key, cache.layout()
-        members = shard_members(pq.read_table(layout.manifest_path(ds.name)), shard)
+        # only this shard's rows are kept while the manifest is read (2M rows are ~0.6 GB as a table)
+        members = shard_members(pq.read_table(layout.manifest_path(ds.name), filters=[("shard", "==", shard)]), shard)
         if members.num_rows == 0:
             raise dg.Failure(f"shard {shard} has no clips in {layout.manifest_path(ds.name)}; "
                              "it was registered by a different manifest: re-materialise clip_manifest")
