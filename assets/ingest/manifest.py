@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.dataset_formats import SourceRow, parse_metadata
-from assets.ingest.media_probe import DirectoryListing, Probe, probe_file
+from assets.ingest.media_probe import DirectoryListing, probe_file
 from assets.ingest.shard_plan import cut_new_shards, next_shard_index
 
 MANIFEST_SCHEMA = pa.schema([
@@ -68,7 +68,11 @@ def resolve_inside(root: Path, relative: str) -> str | None:
     Lexical on purpose: `..` and absolute paths outside root are refused, while a
     media directory that is a symlink to another disk (common for big datasets) is fine.
     """
-    base = os.path.normpath(os.path.abspath(root))
+    return _inside(os.path.normpath(os.path.abspath(root)), relative)
+
+
+def _inside(base: str, relative: str) -> str | None:
+    """resolve_inside for an already normalised absolute base."""
     full = os.path.normpath(os.path.join(base, relative))
     return full if full == base or full.startswith(base + os.sep) else None
 
@@ -100,15 +104,14 @@ class _Prober:
             if not rel:
                 out[i] = ("ok", "", 0, 0)
                 continue
-            full = os.path.normpath(os.path.join(self.base, rel))
-            if not (full == self.base or full.startswith(self.base + os.sep)):
+            full = _inside(self.base, rel)
+            if full is None:
                 out[i] = ("path_escape", f"{source}: {role} path {rel!r} leaves the dataset root {self.base}", 0, 0)
             elif self.listing.absent(full):
                 out[i] = ("missing", f"{role} file not found", 0, 0)  # the row's source says where it is listed
             else:
                 present.append((i, full, source))
         for (i, _, source), p in zip(present, self.pool.map(probe_file, [f for _, f, _ in present], chunksize=256)):
-            p: Probe
             out[i] = (p.status, "" if p.status == "ok" else f"{source}: {p.reason}", p.size_bytes, p.mtime_ns)
         return out
 
@@ -163,28 +166,29 @@ def _mark_duplicates(table: pa.Table) -> pa.Table:
     return table
 
 
-def _previous(previous: Path | pa.Table | None) -> tuple[pa.Table, pq.ParquetFile | pa.Table | None]:
-    """(clip_id, shard) of the earlier manifest's sharded rows, and where to read its full rows."""
+def _previous(previous: Path | pa.Table | None) -> pa.Table:
+    """(clip_id, shard) of the earlier manifest's sharded rows (read as two columns from a file)."""
     if previous is None:
-        return pa.table({"clip_id": pa.array([], pa.string()), "shard": pa.array([], pa.string())}), None
-    source = pq.ParquetFile(previous) if isinstance(previous, (str, Path)) else previous
-    ids = (source.read(columns=["clip_id", "shard"]) if isinstance(source, pq.ParquetFile)
+        return pa.table({"clip_id": pa.array([], pa.string()), "shard": pa.array([], pa.string())})
+    ids = (pq.read_table(previous, columns=["clip_id", "shard"]) if isinstance(previous, (str, Path))
            else previous.select(["clip_id", "shard"]))
-    return ids.filter(pc.is_valid(ids.column("shard"))), source
+    return ids.filter(pc.is_valid(ids.column("shard")))
 
 
-def _carried_over(source, sharded: pa.Table, listed: pa.Array) -> pa.Table:
+def _carried_over(previous: Path | pa.Table | None, sharded: pa.Table, listed: pa.Array) -> pa.Table:
     """Rows of clips an earlier manifest sharded that the metadata no longer lists, as `removed`.
     The hash sets are built over the sharded ids (a fraction of a partial download's listing)."""
-    if source is None or sharded.num_rows == 0:
+    if previous is None or sharded.num_rows == 0:
         return MANIFEST_SCHEMA.empty_table()
     ids = sharded.column("clip_id")
     still = pc.filter(listed, pc.is_in(listed, value_set=ids))
     gone = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=still)))
     if len(gone) == 0:
         return MANIFEST_SCHEMA.empty_table()
-    full = source.read() if isinstance(source, pq.ParquetFile) else source
-    rows = full.filter(pc.is_in(full.column("clip_id"), gone)).cast(MANIFEST_SCHEMA)
+    if isinstance(previous, (str, Path)):
+        rows = pq.read_table(previous, filters=pc.field("clip_id").isin(gone)).cast(MANIFEST_SCHEMA)
+    else:
+        rows = previous.filter(pc.is_in(previous.column("clip_id"), gone)).cast(MANIFEST_SCHEMA)
     removed = pc.equal(rows.column("status"), "removed")
     reason = pc.if_else(removed, rows.column("reason"),
                         pc.binary_join_element_wise(rows.column("source"), "no longer listed in the metadata", ": "))
@@ -215,11 +219,11 @@ def build_manifest(ds: DatasetConfig, previous: Path | pa.Table | None = None,
     finally:
         prober.close()
     table = _mark_duplicates(pa.concat_tables(batches) if batches else MANIFEST_SCHEMA.empty_table())
-    del batches  # the table holds the same buffers; dropped column by column when sorting below
+    del batches  # the table holds the same buffers
     _return_freed_memory()  # the parsing's Python objects
-    sharded, source = _previous(previous)
+    sharded = _previous(previous)
     listed = pc.filter(table.column("clip_id"), pc.is_in(table.column("status"), pa.array(USABLE_STATUSES)))
-    carried = _carried_over(source, sharded, listed)
+    carried = _carried_over(previous, sharded, listed)
     if carried.num_rows:
         table = pa.concat_tables([table, carried])
     # shards: the earlier assignment, then new shards for the ok clips that have none
