@@ -111,7 +111,10 @@ class _Prober:
                 out[i] = ("missing", f"{role} file not found", 0, 0)  # the row's source says where it is listed
             else:
                 present.append((i, full, source))
-        for (i, _, source), p in zip(present, self.pool.map(probe_file, [f for _, f, _ in present], chunksize=256)):
+        # chunks of 256 files per task: a future per file cost more than the probe itself
+        chunks = [[f for _, f, _ in present[k:k + 256]] for k in range(0, len(present), 256)]
+        probes = (p for chunk in self.pool.map(lambda c: [probe_file(f) for f in c], chunks) for p in chunk)
+        for (i, _, source), p in zip(present, probes):
             out[i] = (p.status, "" if p.status == "ok" else f"{source}: {p.reason}", p.size_bytes, p.mtime_ns)
         return out
 
