@@ -103,7 +103,7 @@ class ShardBuild:
     status_counts: dict = field(default_factory=dict)  # "ok" and each error kind -> clips
     first_errors: list = field(default_factory=list)  # [{clip_id, error_kind, error}]
     seconds: float = 0.0
-    bytes: int = 0
+    bytes: int = 0  # the Parquet file and, for a stage with an array, its array file
     pool: PoolStats | None = None
 
 
@@ -151,6 +151,13 @@ def open_array(path: Path) -> np.ndarray:
     if array.shape[0] != rows:
         raise ValueError(f"{path.with_name(name)}: {array.shape[0]} rows, {path.name} has {rows}")
     return array
+
+
+def _array_bytes(path: Path) -> int:
+    """Size of the array file the cache file names (0 when it names none)."""
+    name = _read_meta(path).get("clipkt.array_file")
+    array = path.with_name(name) if name else None
+    return array.stat().st_size if array is not None and array.exists() else 0
 
 
 def _remove_unnamed_arrays(path: Path, name: str, keep: str | None) -> None:
@@ -294,4 +301,4 @@ def _summary(path: Path, fingerprint: str, skipped: bool, seconds: float, first:
     errors = [r for r in t.to_pylist() if r["status"] == "error"][:first]
     return ShardBuild(path, fingerprint, skipped, rows=t.num_rows, status_counts=dict(sorted(kinds.items())),
                       first_errors=[{k: r[k] for k in ("clip_id", "error_kind", "error")} for r in errors],
-                      seconds=seconds, bytes=path.stat().st_size)
+                      seconds=seconds, bytes=path.stat().st_size + _array_bytes(path))
