@@ -7,6 +7,10 @@ One sensor per dataset. A tick does two independent things:
    with the one the sensor last saw (and with the one the built shard file carries):
    shards that are new or whose members' files changed are added as partitions (if
    the manifest run has not already) and get one run each. Unchanged shards get none.
+3. After a code change that bumps a cache stage's code version (the cursor remembers the
+   versions it last checked), read the footers of the built cache files once and request a
+   run for every shard built by an older version, so upgraded caches are rebuilt by the
+   pipeline itself.
 """
 
 
@@ -18,6 +22,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.caches.code_versions import AUDIO_CACHE, FRAME_CACHE
 from assets.core.atomic_io import read_parquet_metadata
 from assets.core.cache_layout import CacheLayout
 from assets.ingest.dataset_config import DatasetConfig
@@ -25,6 +30,22 @@ from assets.ingest.manifest import dataset_fingerprint
 from assets.ingest.shard_plan import DIGEST_COLUMNS, shard_digests
 from pipelines.jobs import AssetJob
 from pipelines.resources import CachePaths
+
+# The cache stages a shard run rebuilds, and the code version their files must carry.
+CACHE_CODE_VERSIONS = {"frame_cache": FRAME_CACHE, "fbank_cache": AUDIO_CACHE, "logmel_cache": AUDIO_CACHE}
+
+
+def outdated_shards(layout: CacheLayout, ds: DatasetConfig, shards: list[str],
+                    versions: Mapping[str, str] = CACHE_CODE_VERSIONS) -> list[str]:
+    """Shards with a built cache file of an older code version than `versions` (footers only)."""
+    out = []
+    for shard in shards:
+        for stage, version in versions.items():
+            path = layout.stage_path(ds.name, stage, shard)
+            if path.exists() and read_parquet_metadata(path).get("clipkt.code_version") != version:
+                out.append(shard)
+                break
+    return out
 
 
 @dataclass
@@ -84,6 +105,12 @@ def build_dataset_sensor(ds: DatasetConfig, shards: dg.DynamicPartitionsDefiniti
         plan = plan_tick(cursor, dataset_fingerprint(ds), version, digests, built)
         requests = [dg.RunRequest(job_name=shard_job.name, partition_key=s, run_key=f"{s}:{digests[s]}")
                     for s in plan.shards_to_run]
+        if cursor.get("code_versions") != CACHE_CODE_VERSIONS:  # first tick after a cache code change
+            known = set(context.instance.get_dynamic_partitions(shards.name))
+            stamp = ",".join(f"{k}={v}" for k, v in sorted(CACHE_CODE_VERSIONS.items()))
+            requests += [dg.RunRequest(job_name=shard_job.name, partition_key=s, run_key=f"{s}:code:{stamp}")
+                         for s in outdated_shards(layout, ds, sorted(known)) if s not in plan.shards_to_run]
+        plan.cursor["code_versions"] = CACHE_CODE_VERSIONS
         if plan.run_manifest:
             requests.insert(0, dg.RunRequest(job_name=manifest_job.name, run_key=f"manifest:{plan.cursor['fingerprint']}"))
         new = [s for s in plan.shards_to_run if not context.instance.has_dynamic_partition(shards.name, s)]

@@ -26,10 +26,11 @@ import torch
 from assets.caches.audio_features import (FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank,
                                           pad_or_cut, rms_dbfs)
 from assets.caches.clip_span import ClipSpan, clip_span, span_warnings
+from assets.caches.code_versions import AUDIO_CACHE
 from assets.caches.shard_builder import ArrayColumn, CacheSpec, open_array
 from assets.core.atomic_io import read_parquet_metadata
 
-CODE_VERSION = "3"  # 2: the clip span, AAC padding trimmed, channel: first | mix; 3: features in a .npy beside the Parquet
+CODE_VERSION = AUDIO_CACHE
 
 AUDIO_FIELDS = [
     ("n_frames", pa.int32()),  # true length before padding (<= target)

@@ -15,10 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from assets.caches.clip_span import clip_span, span_warnings
+from assets.caches.code_versions import FRAME_CACHE
 from assets.caches.shard_builder import CacheSpec
 from assets.caches.video_frames import FrameParams, decode_video_frames, encode_jpeg, load_image
 
-CODE_VERSION = "2"  # 2: frames over the clip span (media: segment | full), PyAV, seek modes, offsets
+CODE_VERSION = FRAME_CACHE
 
 FRAME_FIELDS = [
     ("frames", pa.list_(pa.binary())),  # JPEG bytes, one per frame

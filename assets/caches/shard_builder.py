@@ -208,7 +208,7 @@ def build_shard(members: pa.Table, spec: CacheSpec, path: Path, task_of: Callabl
     schema = spec.schema.with_metadata({**spec.schema_metadata,
                                         "clipkt.stage": spec.stage, "clipkt.params": spec.params_digest,
                                         "clipkt.params_json": json.dumps(spec.params, sort_keys=True),
-                                        "clipkt.fingerprint": fingerprint,
+                                        "clipkt.fingerprint": fingerprint, "clipkt.code_version": spec.code_version,
                                         **({"clipkt.array_file": array_file.name} if spec.array else {})})
     # The workers own the cores: Arrow's own encoding threads in this process would compete
     # with them (measured: 15% slower per clip with 1 worker on 2 cores).

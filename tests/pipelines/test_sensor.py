@@ -1,14 +1,17 @@
-"""The dataset sensor: a grown dataset gets runs for its new shards only."""
+"""The dataset sensor: a grown dataset gets runs for its new shards only; a cache code change
+gets runs for the shards built before it."""
 
 import json
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
+from assets.core.atomic_io import read_parquet_metadata
 from data.synthav.generate import SynthAVConfig, generate
 from pipelines.definitions import build_definitions
 from pipelines.resources import CachePaths
-from pipelines.sensors import plan_tick
+from pipelines.sensors import CACHE_CODE_VERSIONS, plan_tick
 from tests.conftest import write_configs
 
 
@@ -57,6 +60,21 @@ def test_sensor_requests_only_new_shards_after_growth(tmp_path, monkeypatch, gro
             _run(defs, instance, "synthav_vggsound_shard_job", key)
         result, cursor = _tick(defs, instance, cache, cursor)
         assert result.run_requests == []
+
+        # A code change bumps the FBANK cache's version: the shards built before it are rebuilt.
+        path = cache.layout().stage_path("synthav_vggsound", "fbank_cache", old[0])
+        table = pq.read_table(path)
+        # as an older version wrote it: its own version, hence other parameters and fingerprint
+        meta = dict(table.schema.metadata) | {b"clipkt.code_version": b"2", b"clipkt.params": b"older",
+                                               b"clipkt.fingerprint": b"older"}
+        pq.write_table(table.replace_schema_metadata(meta), path)
+        stale = json.loads(cursor) | {"code_versions": {"fbank_cache": "2"}}
+        result, cursor = _tick(defs, instance, cache, json.dumps(stale))
+        assert [(r.partition_key, ":code:" in r.run_key) for r in result.run_requests] == [(old[0], True)]
+        _run(defs, instance, "synthav_vggsound_shard_job", old[0])
+        assert read_parquet_metadata(path)["clipkt.code_version"] == CACHE_CODE_VERSIONS["fbank_cache"]
+        result, cursor = _tick(defs, instance, cache, cursor)
+        assert result.run_requests == []  # checked once per code change, and rebuilt
 
         # The dataset grows by 10%: existing files are left untouched, new clips and rows appear.
         generate(SynthAVConfig(out=data, scale=base_scale * growth, workers=2), ("vggsound",))
