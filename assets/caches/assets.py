@@ -15,10 +15,11 @@ from dataclasses import asdict
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.caches.audio_cache_rows import CODE_VERSION as AUDIO_CODE_VERSION, audio_row, audio_spec, torch_threads
+from assets.caches.audio_cache_rows import audio_row, audio_spec, torch_threads
 from assets.caches.audio_features import AudioChecks, FbankParams, LogMelParams
+from assets.caches.code_versions import AUDIO_CACHE, FRAME_CACHE
 from assets.caches.fbank_stats import FbankStatsParams, bin_plot, fbank_stats as compute_fbank_stats
-from assets.caches.frame_cache_rows import CODE_VERSION as FRAME_CODE_VERSION, frame_row, frame_spec, quiet_decoders
+from assets.caches.frame_cache_rows import frame_row, frame_spec, quiet_decoders
 from assets.caches.shard_builder import CacheSpec, ShardBuild, build_shard
 from assets.caches.video_frames import SEEK_MODES, FrameParams
 from assets.caches.worker_pool import POOL_DEFAULTS
@@ -80,7 +81,7 @@ def build_frame_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefin
 
     @dg.asset(
         key=[ds.name, "frame_cache"], group_name=ds.name, kinds={"parquet"}, partitions_def=shards,
-        deps=[dg.AssetKey([ds.name, "clip_shards"])], code_version=FRAME_CODE_VERSION,
+        deps=[dg.AssetKey([ds.name, "clip_shards"])], code_version=FRAME_CACHE,
         description=("One picture per item, resized and centre-cropped for CLIP (JPEG)." if picture_only else
                      "L frames per clip, evenly spaced, resized and centre-cropped for CLIP (JPEG), with timestamps "
                      "and a still-video flag."),
@@ -134,7 +135,7 @@ class LogMelCacheConfig(AudioCheckConfig):
 def _audio_asset(ds: DatasetConfig, shards, stage: str, config_cls, make_params, description: str):
     @dg.asset(
         name=stage, key_prefix=[ds.name], group_name=ds.name, kinds={"parquet"}, partitions_def=shards,
-        deps=[dg.AssetKey([ds.name, "clip_shards"])], code_version=AUDIO_CODE_VERSION, description=description,
+        deps=[dg.AssetKey([ds.name, "clip_shards"])], code_version=AUDIO_CACHE, description=description,
     )
     def audio_cache(context: dg.AssetExecutionContext, config: config_cls, cache: CachePaths) -> dg.MaterializeResult:
         params, checks = make_params(config), config.checks()

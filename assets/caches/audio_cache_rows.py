@@ -30,8 +30,6 @@ from assets.caches.code_versions import AUDIO_CACHE
 from assets.caches.shard_builder import ArrayColumn, CacheSpec, open_array
 from assets.core.atomic_io import read_parquet_metadata
 
-CODE_VERSION = AUDIO_CACHE
-
 AUDIO_FIELDS = [
     ("n_frames", pa.int32()),  # true length before padding (<= target)
     ("source_rate", pa.int32()), ("source_channels", pa.int32()),
@@ -81,7 +79,7 @@ def audio_spec(stage: str, params, checks: dict, dtype: str, media_mode: str = "
     else:
         shape, layout = (params.num_mel_bins, params.target_frames), "bins,frames"
     source = {"dtype": dtype, "media": media_mode, "channel": channel}
-    return CacheSpec(stage, CODE_VERSION, asdict(params) | checks | source, AUDIO_FIELDS,
+    return CacheSpec(stage, AUDIO_CACHE, asdict(params) | checks | source, AUDIO_FIELDS,
                      {"clipkt.features.dtype": dtype, "clipkt.features.shape": ",".join(map(str, shape)),
                       "clipkt.features.layout": layout}, ArrayColumn("features", shape, dtype))
 

@@ -39,7 +39,7 @@ import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 import torchaudio.functional as ta_functional
 
-from assets.caches.clip_span import ClipSpan
+from assets.caches.clip_span import INDEXED_FORMATS, ClipSpan
 from assets.core.errors import ClipError
 from assets.ingest.dataset_config import CHANNEL_MODES
 
@@ -48,7 +48,6 @@ from assets.ingest.dataset_config import CHANNEL_MODES
 
 
 SEEK_MARGIN_S = 1.0  # a span starting later than this is reached by seeking to this much before it
-INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2"}  # containers whose stream duration is exact (edit list / sample table)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from assets.core.errors import ClipError
 from assets.ingest.dataset_config import MEDIA_MODES
 
+# Containers whose stream duration is exact (the MP4 family's edit list and sample table): the
+# audio decoder trims AAC padding at it, the frame decoder takes the video's end from it.
+INDEXED_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
 LONGER_THAN_LISTED_S = 1.0  # a `segment` file this much longer than its listed length gets a warning
 
 

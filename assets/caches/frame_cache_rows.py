@@ -19,8 +19,6 @@ from assets.caches.code_versions import FRAME_CACHE
 from assets.caches.shard_builder import CacheSpec
 from assets.caches.video_frames import FrameParams, decode_video_frames, encode_jpeg, load_image
 
-CODE_VERSION = FRAME_CACHE
-
 FRAME_FIELDS = [
     ("frames", pa.list_(pa.binary())),  # JPEG bytes, one per frame
     ("target_times", pa.list_(pa.float32())),  # the times asked for (s from the stream's first frame)
@@ -67,4 +65,4 @@ def quiet_decoders() -> None:
 
 def frame_spec(p: FrameParams, picture_only: bool, media_mode: str = "segment") -> CacheSpec:
     params = asdict(p) | {"source": "image" if picture_only else "video", "media": media_mode}
-    return CacheSpec("frame_cache", CODE_VERSION, params, FRAME_FIELDS, {"clipkt.frame_format": "jpeg"})
+    return CacheSpec("frame_cache", FRAME_CACHE, params, FRAME_FIELDS, {"clipkt.frame_format": "jpeg"})

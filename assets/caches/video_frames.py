@@ -36,7 +36,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from assets.caches.clip_span import ClipSpan
+from assets.caches.clip_span import INDEXED_FORMATS, ClipSpan
 from assets.core.errors import ClipError
 
 SEEK_MODES = ("exact", "keyframe")
@@ -164,9 +164,6 @@ def still_score(frames: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- video
 
-_INDEXED_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2"}
-
-
 @dataclass
 class _Stream:
     """What the decoder needs to know about a video stream, in seconds from its first frame."""
@@ -196,7 +193,7 @@ def _open_stream(path: str) -> _Stream:
         tb = float(stream.time_base)
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         origin = stream.start_time
-        if stream.duration and origin is not None and container.format.name in _INDEXED_FORMATS:
+        if stream.duration and origin is not None and container.format.name in INDEXED_FORMATS:
             duration = float(stream.duration) * tb
         else:  # no exact index (mkv, webm, ts): read the packets once, which decodes nothing
             pts = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None]
@@ -282,28 +279,21 @@ def decode_video_frames(path: str, p: FrameParams, span: ClipSpan = ClipSpan()) 
     A video stream that covers less of the span spreads the frames over the part it covers
     (`clip_span.span_warnings` says so on the row).
     """
+    decode = _decode_keyframe if p.seek == "keyframe" else _decode_nearest
     try:
         v = _open_stream(path)
+        with v.container:
+            start, end = span.covered(v.duration_s)
+            if end <= start:
+                raise ClipError("too_short", f"{path}: the video stream ends at {v.duration_s:.2f} s, before the "
+                                f"clip's span starts ({span.start_s:.2f} s)")
+            targets = start + frame_timestamps(end - start, p.num_frames)
+            picked = [decode(v, float(t), path) for t in targets]
+            images = [frame.to_image() for _, frame in picked]
     except ClipError:
         raise
     except (av.FFmpegError, OSError, ValueError) as err:
         raise _diagnose(path, err) from err
-    with v.container:
-        start, end = span.covered(v.duration_s)
-        if end <= start:
-            raise ClipError("too_short", f"{path}: the video stream ends at {v.duration_s:.2f} s, before the "
-                            f"clip's span starts ({span.start_s:.2f} s)")
-        targets = start + frame_timestamps(end - start, p.num_frames)
-        decode = _decode_keyframe if p.seek == "keyframe" else _decode_nearest
-        picked = []
-        try:
-            for t in targets:
-                picked.append(decode(v, float(t), path))
-        except ClipError:
-            raise
-        except (av.FFmpegError, OSError, ValueError) as err:
-            raise _diagnose(path, err) from err
-        images = [frame.to_image() for _, frame in picked]
     frames = np.empty((len(images), p.size, p.size, 3), np.uint8)
     for i, img in enumerate(images):
         frames[i] = _resize_center_crop_pil(img, p.size)

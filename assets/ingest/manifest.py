@@ -156,16 +156,20 @@ def _mark_duplicates(table: pa.Table) -> pa.Table:
     order = order.to_numpy()
     later = np.flatnonzero(same) + 1  # sorted positions whose id equals the one before
     first_of = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(n), 0))  # sorted position of each run's first
-    ids_list, status, reason = (table.column(c).to_pylist() for c in ("clip_id", "status", "reason"))
-    sources = table.column("source").to_pylist()
-    for pos in later:
-        i, first = int(order[pos]), int(order[first_of[pos]])
-        cid = ids_list[i]
-        ids_list[i], status[i] = f"duplicate:{sources[i]}", "duplicate"
-        reason[i] = f"{sources[i]}: clip {cid} is already listed at {sources[first]}"
-    for name, values in (("clip_id", ids_list), ("status", status), ("reason", reason)):
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string(),
-                                                                                     memory_pool=_POOL))
+    rows = order[later]  # table rows of the later listings
+    by_row = np.argsort(rows)  # replace_with_mask fills the masked rows in row order
+    rows, firsts = rows[by_row], order[first_of[later]][by_row]
+    ids = pc.take(table.column("clip_id"), pa.array(rows)).to_pylist()
+    sources = pc.take(table.column("source"), pa.array(rows)).to_pylist()
+    first_sources = pc.take(table.column("source"), pa.array(firsts)).to_pylist()
+    mask = np.zeros(n, bool)
+    mask[rows] = True
+    mask = pa.array(mask)
+    new = {"clip_id": [f"duplicate:{s}" for s in sources], "status": ["duplicate"] * len(rows),
+           "reason": [f"{s}: clip {cid} is already listed at {f}" for s, cid, f in zip(sources, ids, first_sources)]}
+    for name, values in new.items():
+        column = pc.replace_with_mask(table.column(name).combine_chunks(), mask, pa.array(values, pa.string()))
+        table = table.set_column(table.schema.get_field_index(name), name, column)
     return table
 
 

@@ -165,3 +165,17 @@ def test_manifest_on_generated_defects(synthav_root, tiny_configs):
     test_rows = [r for r in table.to_pylist() if r["split"] == "test" and r["status"] == "ok"]
     assert test_rows and all(len(r["captions"]) == 5 for r in test_rows)
     assert isinstance(table, pa.Table)
+
+
+def test_duplicates_name_their_first_listing_in_file_order(tmp_path):
+    """Two clips listed twice, the later copies in the opposite id order: each duplicate row names
+    its own line and the line of its clip's first listing."""
+    root, ds = _vgg(tmp_path, ["zzzzzzzzzzz,0,dog,train", "aaaaaaaaaaa,0,dog,train", "ddddddddddd,0,dog,train",
+                               "aaaaaaaaaaa,0,dog,train", "zzzzzzzzzzz,0,dog,train"])
+    rows = {r["clip_id"]: r for r in build_manifest(ds).to_pylist()}
+    assert rows["duplicate:vggsound.csv:4"]["reason"] == \
+        "vggsound.csv:4: clip aaaaaaaaaaa_000000 is already listed at vggsound.csv:2"
+    assert rows["duplicate:vggsound.csv:5"]["reason"] == \
+        "vggsound.csv:5: clip zzzzzzzzzzz_000000 is already listed at vggsound.csv:1"
+    assert {r["status"] for c, r in rows.items() if c.startswith("duplicate:")} == {"duplicate"}
+    assert rows["zzzzzzzzzzz_000000"]["source"] == "vggsound.csv:1" and rows["ddddddddddd_000000"]["status"] == "missing"
