@@ -33,7 +33,9 @@ import torch
 
 from assets.caches.audio_cache_rows import feature_array, features_metadata
 from assets.caches.fbank_stats import Normaliser
+from assets.caches.video_frames import decode_jpeg
 from assets.mining.embedding_store import read_embeddings
+from losses.frame_matching import eval_frame_index
 
 
 class ShardedFeatures:
@@ -78,6 +80,7 @@ class ClipSet:
     captions: list[np.ndarray] | None = None  # per clip (count, D) float32: captions (or label prompts)
     caption_texts: list[list[str]] | None = None
     skipped: dict[str, int] = field(default_factory=dict)  # why clips of the splits were left out
+    frame_jpegs: list[list[bytes]] | None = None  # per clip the frame cache's L JPEG crops (dense methods)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -91,7 +94,8 @@ class ClipSet:
         return ClipSet([self.clip_ids[i] for i in index], [self.splits[i] for i in index], features,
                        self.lengths[index], None if self.frames is None else self.frames[index],
                        None if self.captions is None else [self.captions[i] for i in index],
-                       None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped))
+                       None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped),
+                       None if self.frame_jpegs is None else [self.frame_jpegs[i] for i in index])
 
 
 def _audio_rows(path: Path, splits: set[str]) -> tuple[list[tuple[int, str, str, bool, int]], tuple[int, ...], str]:
@@ -142,7 +146,7 @@ class _Shard:
 
 def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: Path | None = None,
                text_dir: Path | None = None, frames: int | None = None, subset: tuple[int | None, int] = (None, 0),
-               memory_budget_bytes: int | None = None) -> ClipSet:
+               memory_budget_bytes: int | None = None, frame_dir: Path | None = None) -> ClipSet:
     """Clips of `splits` that are ok in the audio cache and in the given embedding stores.
 
     Shards are the audio cache's files; embedding files of the same shard name are joined on
@@ -152,7 +156,9 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
 
     Two passes: the first reads ids, statuses and embeddings and decides which clips are used;
     the second reads only their features, into memory, or, when they would take more than
-    `memory_budget_bytes`, not at all: batches then read them in place (`ShardedFeatures`)."""
+    `memory_budget_bytes`, not at all: batches then read them in place (`ShardedFeatures`).
+    `frame_dir` (the frame cache): also keep each clip's cached JPEG frames, for methods that
+    read pixels (DenseAV's image tower); about 10-40 KB per frame, held in memory."""
     wanted = set(splits)
     shard_files = sorted(Path(audio_dir).glob("*.parquet"))
     if not shard_files:
@@ -175,7 +181,28 @@ def load_clips(audio_dir: Path, splits: list[str] | tuple[str, ...], image_dir: 
                    np.asarray([k.length for k in kept], np.int64),
                    np.stack([k.frames for k in kept]) if image_dir is not None else None,
                    [k.captions for k in kept] if text_dir is not None else None,
-                   [k.texts for k in kept] if text_dir is not None else None, skipped)
+                   [k.texts for k in kept] if text_dir is not None else None, skipped,
+                   _frame_jpegs(kept, frame_dir) if frame_dir is not None else None)
+
+
+def _frame_jpegs(kept: list[_Kept], frame_dir: Path) -> list[list[bytes]]:
+    """The kept clips' cached JPEG frames, read shard by shard from the frame cache."""
+    out: dict[str, list[bytes]] = {}
+    for shard in dict.fromkeys(k.shard for k in kept):
+        path = frame_dir / shard.name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run the frame cache for shard {shard.stem} first")
+        wanted = {k.clip_id for k in kept if k.shard == shard}
+        table = pq.read_table(path, columns=["clip_id", "status", "frames"])
+        for cid, status, jpegs in zip(table.column("clip_id").to_pylist(), table.column("status").to_pylist(),
+                                      table.column("frames").to_pylist()):
+            if cid in wanted and status == "ok":
+                out[cid] = jpegs
+    lost = [k.clip_id for k in kept if not out.get(k.clip_id)]
+    if lost:
+        raise ValueError(f"{len(lost)} clips have frame embeddings but no ok frames in {frame_dir} "
+                         f"(first: {lost[0]}); rebuild the frame cache and the embeddings")
+    return [out[k.clip_id] for k in kept]
 
 
 def _read_shard(path: Path, wanted: set[str], image_dir: Path | None, text_dir: Path | None,
@@ -269,27 +296,37 @@ class Batch:
     lengths: torch.Tensor
     frames: torch.Tensor | None  # (B, L, D)
     captions: torch.Tensor | None  # (B, D): one caption per clip (chosen by the loader's generator)
+    pixels: torch.Tensor | None = None  # (B, S, S, 3) uint8: one cached frame per clip (`frame_pick`)
+    starts: torch.Tensor | None = None  # (B,) first audio frame (DenseAV's random window; None: 0)
 
     def to(self, device: torch.device) -> "Batch":
         nb = device.type == "cuda"
         move = (lambda t: None if t is None else t.to(device, non_blocking=nb))
-        return Batch(self.index, move(self.audio), move(self.lengths), move(self.frames), move(self.captions))
+        return Batch(self.index, move(self.audio), move(self.lengths), move(self.frames), move(self.captions),
+                     move(self.pixels), move(self.starts))
 
 
 class BatchLoader:
     """Batches of `clips` in the order given, built ahead on background threads.
 
     `caption_seed`: clips with several captions get one picked at random per batch (a seeded
-    generator per batch, so the pick does not depend on thread timing)."""
+    generator per batch, so the pick does not depend on thread timing). `frame_pick` (clips with
+    `frame_jpegs`): decode one cached frame per clip into `Batch.pixels`, `random` (seeded the
+    same way) or `eval` (VIP-ANT's evaluation frame, ceil(L/2) - 1)."""
 
     def __init__(self, clips: ClipSet, order: np.ndarray, batch_size: int, normalise: Normaliser,
                  caption_seed: int = 0, drop_last: bool = True, workers: int = 1, prefetch: int = 4,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, frame_pick: str | None = None):
         n_batches = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
         self.batches = [np.asarray(order[i * batch_size:(i + 1) * batch_size]) for i in range(n_batches)]
         self.clips, self.normalise, self.caption_seed = clips, normalise, caption_seed
         self.workers, self.prefetch, self.pin = max(0, workers), max(1, prefetch), pin_memory
         self.wait_seconds = 0.0
+        if frame_pick not in (None, "random", "eval"):
+            raise ValueError(f"frame_pick must be random or eval, got {frame_pick!r}")
+        if frame_pick is not None and clips.frame_jpegs is None:
+            raise ValueError("frame_pick needs clips loaded with their frame cache (load_clips(frame_dir=...))")
+        self.frame_pick = frame_pick
         # in-memory features: gathered by torch (a view, no copy); read in place: by ShardedFeatures
         self._features = torch.from_numpy(clips.features) if isinstance(clips.features, np.ndarray) else None
 
@@ -307,11 +344,19 @@ class BatchLoader:
         if c.captions is not None:
             rng = np.random.default_rng((self.caption_seed, b))
             captions = torch.from_numpy(np.stack([c.captions[i][rng.integers(len(c.captions[i]))] for i in idx]))
-        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions)
+        pixels = self._pixels(idx, b) if self.frame_pick is not None else None
+        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions, pixels)
         if self.pin:
             batch = Batch(batch.index, *(None if t is None else t.pin_memory()
-                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions)))
+                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions, batch.pixels)))
         return batch
+
+    def _pixels(self, idx: np.ndarray, b: int) -> torch.Tensor:
+        jpegs = self.clips.frame_jpegs
+        rng = np.random.default_rng((self.caption_seed, b, 1))
+        picks = [rng.integers(len(jpegs[i])) if self.frame_pick == "random" else eval_frame_index(len(jpegs[i]))
+                 for i in idx]
+        return torch.from_numpy(np.stack([decode_jpeg(jpegs[i][p]) for i, p in zip(idx, picks)]))
 
     def __iter__(self) -> Iterator[Batch]:
         self.wait_seconds = 0.0

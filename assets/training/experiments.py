@@ -35,14 +35,17 @@ from typing import Any
 import yaml
 
 from assets.core.project_dirs import experiments_dir
+from losses.dense_similarity import AGGREGATIONS, HEAD_AGGREGATIONS
+from losses.denseav import RegulariserWeights
 from losses.frame_matching import NEAREST_RULES
 from losses.mined_positives import MINED_TABLES, MODES
 
 STAGES = ("audio_image", "audio_text")
 MODEL_KINDS = ("audio_vit", "davenet")
-LOSS_KINDS = ("infonce", "mined")
+LOSS_KINDS = ("infonce", "mined", "denseav")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
 LR_SCALINGS = ("batch256", "none")
+_DENSE_LOSS_FIELDS = ("heads", "code_dim", "aggregation", "head_agg", "calibration_init", "regularisers")
 POOLS = ("cls", "segments")
 ALL_TABLES = ("org", *MINED_TABLES)
 
@@ -80,6 +83,25 @@ class LossSpec:
     partner_share: float = 0.5  # pairs: share of a batch's anchors that get one mined partner sampled into it
     temperature: float = 0.07  # initial; CLIP's
     learnable_temperature: bool = True
+    # denseav (losses/denseav.py, losses/dense_similarity.py; DenseAV's configs/av_align.yaml):
+    heads: int = 1  # K; the config's sim_agg_heads (the paper's speech/sound model: 2)
+    code_dim: int = 384  # the aligners' output channels, split into K heads
+    aggregation: str = "misa"  # max over image, mean over audio time | mima | sisa
+    head_agg: str = "max_elementwise"  # heads combined before aggregating | sum | max
+    calibration_init: float = 1.0
+    regularisers: RegulariserWeights = field(default_factory=RegulariserWeights)
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """DenseAV's architecture and phases (models/denseav.py), for loss.kind denseav."""
+    time_pools: int = 2  # the audio aligner's stride-3 (1, 3) convolutions (audio_sa_3_3_pool_2: 2)
+    image_pool: int = 2  # training-only average pooling of the aligned image features (image_pool_width)
+    aligner_warmup_steps: int = 3000  # steps with frozen backbones, only the aligners learning (pretrain_steps)
+    train_image: str = "lora"  # lora (the paper) | aligner | frozen (the released code: the image side never learns)
+    lora_rank: int = 8
+    lora_alpha: float = 32.0
+    random_window: bool = True  # extra_audio_masking: half the clips keep a random window, the rest silenced (audio ViT)
 
 
 @dataclass(frozen=True)
@@ -92,14 +114,15 @@ class FrameSpec:
 @dataclass(frozen=True)
 class OptimSpec:
     """Defaults: VIP-ANT's optimizer (configs/optimizer/standard.yaml) with seed 001's Table I rates."""
-    optimizer: str = "lars"  # lars | adamw
+    optimizer: str = "lars"  # lars | adamw | adam (DenseAV's: Adam, eps 1e-7)
     lr_scaling: str = "batch256"  # batch256: rates x batch_size / 256 (VIP-ANT) | none: the rates are the peaks
     lr_weights: float = 0.2  # seed 001 Table I (audio-image); audio-text: 1.0
     lr_biases: float = 4.8e-3  # audio-text: 2.4e-2
     weight_decay: float = 1e-6
     momentum: float = 0.9
     warmup_epochs: float = 10
-    min_lr_ratio: float = 0.001  # the cosine's floor, as a fraction of the peak (VIP-ANT: 0.001)
+    min_lr_ratio: float = 0.001  # the cosine's floor, as a fraction of the peak (VIP-ANT: 0.001); 1: constant after warmup
+    clip_grad_per_tensor: float = 0.0  # > 0: clip each parameter tensor's gradient norm to this (DenseAV: 10); 0: off
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,7 @@ class Experiment:
     model: ModelSpec = field(default_factory=ModelSpec)
     loss: LossSpec = field(default_factory=LossSpec)
     frames: FrameSpec = field(default_factory=FrameSpec)
+    dense: DenseSpec = field(default_factory=DenseSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
     epochs: int = 30
     batch_size: int = 128
@@ -159,6 +183,12 @@ class Experiment:
         d = self.to_dict()
         for k in ("name", "description", "tags", "seeds", "eval"):
             d.pop(k)
+        if self.loss.kind != "denseav":  # fields added with DenseAV: runs of other methods keep their fingerprints
+            d.pop("dense")
+            for k in _DENSE_LOSS_FIELDS:
+                d["loss"].pop(k)
+        if not self.optim.clip_grad_per_tensor:
+            d["optim"].pop("clip_grad_per_tensor")
         d["seed"] = seed
         if self.base is not None:
             d["base"] = self.base.fingerprint(seed)
@@ -170,8 +200,9 @@ class Experiment:
         return {"org", *self.loss.tables} if self.loss.kind == "mined" else {"org"}
 
 
-_SECTIONS = {"model": ModelSpec, "loss": LossSpec, "frames": FrameSpec, "optim": OptimSpec, "train": TrainSpec,
-             "eval": EvalSpec}
+_SECTIONS = {"model": ModelSpec, "loss": LossSpec, "frames": FrameSpec, "dense": DenseSpec, "optim": OptimSpec,
+             "train": TrainSpec, "eval": EvalSpec}
+_NESTED = {"RegulariserWeights": RegulariserWeights}  # mappings inside a section
 
 
 def _coerce(value: Any, annotation: str, where: str, source: str) -> Any:
@@ -217,7 +248,8 @@ def _build(cls, data: Any, where: str, source: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ExperimentError(f"{source}: unknown key(s) {unknown} in `{where}`; known: {sorted(known)}")
-    kwargs = {key: _coerce(value, known[key].type, f"{where}.{key}", source) for key, value in data.items()}
+    kwargs = {key: (_build(_NESTED[known[key].type], value, f"{where}.{key}", source) if known[key].type in _NESTED
+                    else _coerce(value, known[key].type, f"{where}.{key}", source)) for key, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -283,8 +315,12 @@ def validate(exp: Experiment) -> None:
         fail("model.trim_padding applies to davenet only (the audio ViT's input length is fixed)")
     if exp.model.kind == "davenet" and exp.frames.strategy == "multiframe":
         fail("multiframe needs per-segment audio embeddings, which only audio_vit provides")
-    if exp.optim.optimizer not in ("lars", "adamw"):
-        fail(f"optim.optimizer must be lars or adamw, got {exp.optim.optimizer!r}")
+    if exp.optim.optimizer not in ("lars", "adamw", "adam"):
+        fail(f"optim.optimizer must be lars, adamw or adam, got {exp.optim.optimizer!r}")
+    if exp.optim.clip_grad_per_tensor < 0:
+        fail(f"optim.clip_grad_per_tensor must be >= 0, got {exp.optim.clip_grad_per_tensor}")
+    if exp.loss.kind == "denseav":
+        _validate_denseav(exp, fail)
     if exp.optim.lr_scaling not in LR_SCALINGS:
         fail(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {exp.optim.lr_scaling!r}")
     for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
@@ -300,6 +336,34 @@ def validate(exp: Experiment) -> None:
         fail(f"seeds must be a non-empty list of distinct integers, got {list(exp.seeds)}")
     if exp.model.patch is not None and len(exp.model.patch) != 2 or len(exp.model.stride) != 2:
         fail("model.patch and model.stride are [time, frequency] pairs")
+
+
+def _validate_denseav(exp: Experiment, fail) -> None:
+    loss, dense = exp.loss, exp.dense
+    if exp.stage != "audio_image" or exp.frames.strategy != "random":
+        fail("loss.kind denseav is audio_image training on one random frame per clip (frames.strategy: random)")
+    if exp.grad_accum != 1 or exp.model.pool != "cls":
+        fail("loss.kind denseav needs grad_accum 1 and model.pool cls")
+    if loss.heads < 1 or loss.code_dim % loss.heads:
+        fail(f"loss.code_dim {loss.code_dim} must split into loss.heads {loss.heads} (>= 1) equal heads")
+    if loss.aggregation not in AGGREGATIONS:
+        fail(f"loss.aggregation must be one of {sorted(AGGREGATIONS)}, got {loss.aggregation!r}")
+    if loss.head_agg not in HEAD_AGGREGATIONS:
+        fail(f"loss.head_agg must be one of {HEAD_AGGREGATIONS}, got {loss.head_agg!r}")
+    if not 0.01 <= loss.calibration_init <= 100:
+        fail(f"loss.calibration_init must be in [0.01, 100] (the calibrator's clamp), got {loss.calibration_init}")
+    if loss.regularisers.samples < 1 or min(v for k, v in asdict(loss.regularisers).items() if k != "samples") < 0:
+        fail("loss.regularisers: weights must be >= 0 and samples >= 1")
+    if dense.train_image not in ("lora", "aligner", "frozen"):
+        fail(f"dense.train_image must be lora, aligner or frozen, got {dense.train_image!r}")
+    for name, value in (("time_pools", dense.time_pools), ("image_pool", dense.image_pool),
+                        ("lora_rank", dense.lora_rank)):
+        if value < 1:
+            fail(f"dense.{name} must be >= 1, got {value}")
+    if dense.random_window and exp.model.kind != "audio_vit":
+        fail("dense.random_window silences FBANK frames; it applies to the audio ViT only (set it false for davenet)")
+    if dense.aligner_warmup_steps < 0:
+        fail(f"dense.aligner_warmup_steps must be >= 0, got {dense.aligner_warmup_steps}")
 
 
 def load_experiment(path: Path) -> Experiment:

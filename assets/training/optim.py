@@ -21,6 +21,11 @@ weights, `lr_biases` (4.8e-3) for the rest. With `lr_scaling: none` base is 1, s
 
 No gradient clipping: VIP-ANT's optimizer config carries `max_norm: 0.5`, but no code reads it
 (neither its LARS nor its Adam path calls clip_grad_norm_), so the trainer does not clip either.
+
+DenseAV (`denseav/train.py`, `configs/av_align.yaml`): Adam with eps 1e-7 (`adam`), a linear
+warm-up then a constant rate (`lr_schedule: ~`: min_lr_ratio 1), and each parameter tensor's
+gradient clipped to norm 10 on its own (`clip_gradients_per_tensor`; its "adaptive" clipping
+against a rolling average never fires, as nothing fills that average).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ _SPEC = OptimSpec()  # the one place the optimiser's default numbers are written
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = _SPEC.optimizer  # lars | adamw
+    optimizer: str = _SPEC.optimizer  # lars | adamw | adam
     lr_weights: float = _SPEC.lr_weights
     lr_biases: float = _SPEC.lr_biases
     weight_decay: float = _SPEC.weight_decay
@@ -75,7 +80,17 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return Lars(groups, lr=cfg.lr_weights, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr_weights, betas=cfg.betas)
-    raise ValueError(f"optimizer must be 'lars' or 'adamw', got {cfg.optimizer!r}")
+    if cfg.optimizer == "adam":  # DenseAV's: torch's default betas, eps 1e-7; weight_decay as L2 (DenseAV: 0)
+        return torch.optim.Adam(groups, lr=cfg.lr_weights, eps=1e-7)
+    raise ValueError(f"optimizer must be 'lars', 'adamw' or 'adam', got {cfg.optimizer!r}")
+
+
+def clip_gradients_per_tensor(parameters, max_norm: float) -> None:
+    """Scale each parameter's gradient to norm <= max_norm on its own (DenseAV's per-parameter
+    `clip_grad_norm_`), not the global norm over all of them."""
+    for p in parameters:
+        if p.grad is not None:
+            torch.nn.utils.clip_grad_norm_(p, max_norm)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:

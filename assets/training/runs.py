@@ -39,10 +39,13 @@ from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
 from assets.training.data import ClipSet, load_clips, seeded_subset
+from assets.training.dense_evaluation import DENSE_SIMILARITY, dense_features, dense_retrieval_report
 from assets.training.evaluation import COMMON_PROTOCOL, SIMILARITY_NAMES, embed_clips, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, audio_output, load_encoder_weights
 from models.audio_encoder import build_audio_encoder
+from models.clip_patch_tokens import ImagePatchTokens
+from models.denseav import DenseAV
 
 CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
 METRICS_FILE = "metrics.json"
@@ -83,6 +86,7 @@ class DataSources:
     image_dir: Path | None
     text_dir: Path | None
     layout: str  # features layout of the audio cache
+    frame_dir: Path | None = None  # the frame cache, for methods that read pixels (DenseAV)
 
 
 def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> DataSources:
@@ -99,7 +103,8 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> 
     return DataSources(base / ("logmel_cache" if davenet else "fbank_cache"),
                        base / "clip_image_embeddings" if audio_image else None,
                        base / "clip_text_embeddings" if with_text else None,
-                       "bins,frames" if davenet else "frames,bins")
+                       "bins,frames" if davenet else "frames,bins",
+                       base / "frame_cache" if exp.loss.kind == "denseav" else None)
 
 
 def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normaliser:
@@ -121,12 +126,14 @@ def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subs
                       memory_gb: float | None) -> ClipSet:
     """load_clips, remembered for the next experiment in this process; features over `memory_gb`
     are read in place from the audio cache's feature arrays."""
-    dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir) if d is not None]
+    dirs = [d for d in (src.audio_dir, src.image_dir, src.text_dir, src.frame_dir) if d is not None]
     stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for d in dirs for p in sorted(Path(d).glob("*.parquet")))
-    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, tuple(splits), subset, memory_gb, stamps)
+    key = (tuple(map(str, dirs)), src.image_dir is None, src.text_dir is None, src.frame_dir is None, tuple(splits),
+           subset, memory_gb, stamps)
     if key not in _LOADED:
         clips = load_clips(src.audio_dir, splits, src.image_dir, src.text_dir, subset=subset,
-                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30))
+                           memory_budget_bytes=None if memory_gb is None else int(memory_gb * 2**30),
+                           frame_dir=src.frame_dir)
         while len(_LOADED) >= _LOADED_MAX:
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[key] = clips
@@ -199,12 +206,27 @@ def _validation_clips(cache, ds: DatasetConfig, src: DataSources, exp: Experimen
         return train.subset(seeded_subset(len(train), exp.eval.val_size, exp.eval.seed)), "train subset"
 
 
+def needs_teacher(exp: Experiment) -> bool:
+    """The audio ViT starts from the teacher's image tower; DenseAV also runs that tower on frames."""
+    return exp.model.kind == "audio_vit" or exp.loss.kind == "denseav"
+
+
 def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
+    """The trained model: the audio encoder, or for DenseAV the whole `models.denseav.DenseAV`
+    (its audio backbone this encoder), built deterministically from `seed`."""
     m = exp.model
     visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
-    return build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
-                               patch=m.patch, stride=m.stride, layers=m.layers, width=m.width,
-                               trim_padding=m.trim_padding)
+    audio = build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
+                                patch=m.patch, stride=m.stride, layers=m.layers, width=m.width,
+                                trim_padding=m.trim_padding)
+    if exp.loss.kind != "denseav":
+        return audio
+    d = exp.dense
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        image = ImagePatchTokens(teacher.model.visual, teacher.mean, teacher.std,
+                                 lora_rank=d.lora_rank if d.train_image == "lora" else None, lora_alpha=d.lora_alpha)
+        return DenseAV(audio, image, exp.loss.code_dim, d.time_pools, d.image_pool, d.train_image)
 
 
 def embedding_dim(clips: ClipSet) -> int:
@@ -230,7 +252,7 @@ def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int]
         if inputs is None:
             inputs = training_inputs(cache, ds, exp, options.max_memory_gb)
             _log_inputs(ds, exp, inputs, log, warn or log)
-        teacher = load_teacher() if exp.model.kind == "audio_vit" else None
+        teacher = load_teacher() if needs_teacher(exp) else None
         runs[seed] = train_seed(cache, ds, exp, seed, teacher, inputs, experiments, options.device, log=log)
         trained.append(seed)
     return runs, trained
@@ -279,7 +301,7 @@ def evaluate_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher:
         if all(stored.get(s) == m for s, m in _weights_mtimes(cache, exp).items()):
             return doc, True
     clips, with_text = evaluation_clips(cache, ds, exp)
-    teacher = load_teacher() if exp.model.kind == "audio_vit" else None
+    teacher = load_teacher() if needs_teacher(exp) else None
     per_seed = {s: evaluate_seed(cache, ds, exp, s, teacher, clips, with_text, device) for s in exp.seeds}
     doc = metrics_document(exp, ds, clips, with_text, per_seed)
     doc["weights_mtime_ns"] = _weights_mtimes(cache, exp)
@@ -309,7 +331,10 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
     model = build_encoder(exp, teacher, embedding_dim(clips), seed).to(dev)
     load_encoder_weights(model, weights)
     src = data_sources(cache, ds, exp, with_text)
-    emb = embed_clips(model, clips, normaliser(cache, ds, exp, src.layout), dev, audio_output(exp, clips))
+    normalise = normaliser(cache, ds, exp, src.layout)
+    if exp.loss.kind == "denseav":
+        return dense_retrieval_report(dense_features(model, clips, normalise, dev), exp.loss.heads, exp.loss.aggregation)
+    emb = embed_clips(model, clips, normalise, dev, audio_output(exp, clips))
     return retrieval_report(emb, clips, exp.frames.strategy, with_text)
 
 
@@ -340,8 +365,9 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
         "eval": {"split": exp.eval.split, "clips": len(clips), "seed": exp.eval.seed, "requested": exp.eval.size,
                  "queries": {d: first[d]["queries"] for d in first},
                  "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first},
-                 "audio_image_similarity": SIMILARITY_NAMES[exp.frames.strategy] if clips.frames is not None else None,
-                 "common_protocol": COMMON_PROTOCOL if clips.frames is not None else None,
+                 "audio_image_similarity": (DENSE_SIMILARITY if exp.loss.kind == "denseav" else
+                                            SIMILARITY_NAMES[exp.frames.strategy]) if clips.frames is not None else None,
+                 "common_protocol": COMMON_PROTOCOL if clips.frames is not None and exp.loss.kind != "denseav" else None,
                  "text": "captions" if with_text else None,
                  "clip_ids_sha256": _ids_digest(clips.clip_ids)},
         "eval_config": asdict(exp.eval), "protocol": PROTOCOL, "per_seed": {str(s): r for s, r in sorted(per_seed.items())},

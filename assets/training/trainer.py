@@ -9,6 +9,11 @@ loss's temperature) learn. Per step:
     similarity (B, B): frame strategy random | nearest (eq. 3) | multiframe (eq. 4), or captions
     loss: SymmetricInfoNCE, or MultiPositiveInfoNCE with the batch's mined-positive mask (seed 000)
 
+DenseAV (`loss.kind: denseav`, seed 004) trains a `models.denseav.DenseAV` instead: the audio
+backbone, the teacher's image tower (LoRA) and both aligners, on the cached frames' pixels (one
+random frame per clip per step), with `losses.denseav.DenseAVLoss`; for the first
+`dense.aligner_warmup_steps` steps only the aligners learn.
+
 Everything random is seeded per (seed, epoch): the batch order, the random frames, the
 caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.time_mask`);
 so a run resumed from its last epoch checkpoint continues exactly as the uninterrupted run
@@ -37,15 +42,18 @@ from torch import nn
 from assets.caches.fbank_stats import Normaliser
 from assets.core.atomic_io import atomic_path, write_json_atomic
 from assets.core.device import autocast, enable_tf32, grad_scaler
+from assets.training.audio_window import SILENT_FBANK, random_windows, silence_outside
 from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.training.data import Batch, BatchLoader, ClipSet, process_rank, rank_slice
+from assets.training.dense_evaluation import dense_features, dense_retrieval_report
 from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
-from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_scale
+from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients_per_tensor, lr_scale
 from assets.training.spec_augment import spec_augment
 from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
+from losses.denseav import DenseAVLoss
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask
 
@@ -65,6 +73,9 @@ class TrainInputs:
 
 
 def make_loss(exp: Experiment) -> nn.Module:
+    if exp.loss.kind == "denseav":
+        loss = exp.loss
+        return DenseAVLoss(loss.heads, loss.aggregation, loss.head_agg, loss.calibration_init, loss.regularisers)
     cls = MultiPositiveInfoNCE if exp.loss.kind == "mined" else SymmetricInfoNCE
     return cls(temperature=exp.loss.temperature, learnable=exp.loss.learnable_temperature)
 
@@ -114,6 +125,9 @@ class Trainer:
         if exp.stage == "audio_text" and inputs.train.captions is None:
             raise ValueError(f"{exp.name}: audio-text fine-tuning needs the teacher's caption embeddings")
         self.steps_per_epoch = n // b
+        self.dense = exp.loss.kind == "denseav"
+        if self.dense and inputs.train.frame_jpegs is None:
+            raise ValueError(f"{exp.name}: DenseAV trains on the frame cache's pixels; load the clips with frame_dir")
         enable_tf32(device)
         torch.manual_seed(seed)
         self.modules = nn.ModuleDict({"encoder": model, "loss": make_loss(exp)}).to(device)
@@ -130,11 +144,16 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- one step --------------------------------------------------------------------------
-    def _encode(self, batch: Batch) -> torch.Tensor:
+    def _encode(self, batch: Batch):
+        if self.dense:
+            warm = self.scheduler.last_epoch >= self.exp.dense.aligner_warmup_steps  # steps taken, restored on resume
+            return self.modules["encoder"](batch.audio, batch.lengths, batch.pixels, train_backbones=warm, starts=batch.starts)
         return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
-    def _loss(self, audio: torch.Tensor, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+    def _loss(self, audio, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
         exp = self.exp
+        if self.dense:
+            return self.modules["loss"](audio.audio, audio.mask, audio.image, gen)
         audio = audio.float()
         if exp.stage == "audio_text":
             sim = nn.functional.normalize(audio, dim=-1) @ nn.functional.normalize(batch.captions, dim=-1).T
@@ -166,6 +185,11 @@ class Trainer:
         t = self.exp.train
         if t.freq_mask or t.time_mask:  # training only: evaluation (embed_clips) never masks
             batch = replace(batch, audio=spec_augment(batch.audio, t.freq_mask, t.time_mask, augment))
+        if self.dense and self.exp.dense.random_window:  # DenseAV's extra audio masking, training only
+            starts, ends = random_windows(batch.lengths, augment)
+            silent = self.inputs.normalise(torch.full((1, 1, batch.audio.shape[-1]), SILENT_FBANK))[0, 0]
+            batch = replace(batch, audio=silence_outside(batch.audio, starts, ends, silent),
+                            lengths=ends.to(batch.lengths.device), starts=starts.to(batch.lengths.device))
         if self.exp.grad_accum == 1:
             with autocast(self.device):
                 audio = self._encode(batch)
@@ -173,6 +197,9 @@ class Trainer:
             self.scaler.scale(loss).backward()
         else:
             loss = self._cached_gradient_step(batch, epoch, gen)
+        if self.exp.optim.clip_grad_per_tensor:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients_per_tensor(self.modules.parameters(), self.exp.optim.clip_grad_per_tensor)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -196,6 +223,10 @@ class Trainer:
         val = self.inputs.val
         if val is None or len(val) < 2:
             return {}
+        if self.dense:
+            feats = dense_features(self.modules["encoder"], val, self.inputs.normalise, self.device)
+            report = dense_retrieval_report(feats, self.exp.loss.heads, self.exp.loss.aggregation)
+            return {"val_A->I_R@1": report["A->I"]["R@1"], "val_A->I_R@10": report["A->I"]["R@10"]}
         emb = embed_clips(self.modules["encoder"], val, self.inputs.normalise, self.device, self.output)
         report = retrieval_report(emb, val, self.exp.frames.strategy, with_text=self.exp.stage == "audio_text")
         direction = "A->T" if self.exp.stage == "audio_text" else "A->I"
@@ -212,14 +243,18 @@ class Trainer:
         order = rank_slice(self._order(epoch), exp.batch_size, *process_rank())  # DDP: this rank's batches
         self.batch_stats = BatchPositiveStats()
         loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
-                             workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda")
+                             workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda",
+                             frame_pick="random" if self.dense else None)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         augment = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, 2]).generate_state(1)[0]))
         self.modules.train()
         total = torch.zeros((), device=self.device)
+        parts: dict[str, torch.Tensor] = {}
         start = time.perf_counter()
         for batch in loader:
             total += self._step(batch.to(self.device), epoch, gen, augment)
+            for k, v in getattr(self.modules["loss"], "parts", {}).items():  # DenseAV's terms, unweighted
+                parts[k] = parts.get(k, 0) + v
         mean_loss = float(total) / len(loader)
         seconds = time.perf_counter() - start
         if not math.isfinite(mean_loss):
@@ -229,6 +264,7 @@ class Trainer:
                "steps_per_s": len(loader) / seconds, "data_wait_fraction": loader.wait_seconds / seconds,
                "lr_weights": self.optimizer.param_groups[0]["lr"],
                "temperature": float(1 / self.modules["loss"].scale().detach())}
+        row |= {f"loss_{k}": float(v) / len(loader) for k, v in parts.items()}
         return row | self.batch_stats.summary() | self._validate()
 
     def fit(self, stop_after_epoch: int | None = None) -> dict:
@@ -271,7 +307,8 @@ class Trainer:
 
 def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
     pick = (lambda t: None if t is None else t[idx.to(t.device)])
-    return Batch(batch.index[idx], pick(batch.audio), pick(batch.lengths), pick(batch.frames), pick(batch.captions))
+    return Batch(batch.index[idx], pick(batch.audio), pick(batch.lengths), pick(batch.frames), pick(batch.captions),
+                 pick(batch.pixels), pick(batch.starts))
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:
