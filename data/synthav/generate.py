@@ -10,6 +10,8 @@ they were (a dataset that grows, for the shard and sensor tests).
 
 Each dataset also gets KEYS_FILE, every clip's semantic key (world.semantic_key) by clip
 id, and is drawn from a density preset (world.DENSITIES) that sets how often clips share one.
+Each dataset with pictures gets BOXES_FILE, where its sounding objects are over time
+(data.synthav.sounding_boxes).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ DEFAULT_DENSITY: dict[str, str] = {"vggsound": "varied", "audioset": "varied", "
 
 STAMP = "SYNTHAV.json"  # written last: its presence means the generation finished
 KEYS_FILE = "synthav_keys.csv"  # per dataset: clip_id,key
+BOXES_FILE = "sounding_boxes.parquet"  # per dataset with pictures: clip_id, width, height, times, boxes
+BOXED_DATASETS = ("vggsound", "audioset", "places")
 
 MAKERS = {"vggsound": layouts.make_vggsound, "audioset": layouts.make_audioset,
           "places": layouts.make_places, "audiocaps": layouts.make_audiocaps}
@@ -116,6 +120,8 @@ def _write_index(cfg: SynthAVConfig, dataset: str, rows: list[dict]) -> None:
             layouts.write_audiocaps_csv(root / f"{split}.csv", split_rows, first_id)
             first_id += 100_000
     layouts.write_keys_csv(root / KEYS_FILE, dataset, rows)
+    if dataset in BOXED_DATASETS:
+        layouts.write_sounding_boxes(root / BOXES_FILE, dataset, rows)
 
 
 def _default_sigterm() -> None:
@@ -151,10 +157,13 @@ def generate(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS))
 
 
 def is_generated(cfg: SynthAVConfig, datasets: tuple[str, ...] = tuple(DEMO_COUNTS)) -> bool:
-    """True if cfg.out holds a finished generation with this seed, scale, dataset list and densities."""
+    """True if cfg.out holds a finished generation with this seed, scale, dataset list and densities,
+    and its box files (a generation from before they existed has none)."""
     try:
         stamp = json.loads((cfg.out / STAMP).read_text())
     except (OSError, ValueError):
+        return False
+    if not all((cfg.out / d / BOXES_FILE).is_file() for d in datasets if d in BOXED_DATASETS):
         return False
     return (stamp.get("seed"), stamp.get("scale"), stamp.get("with_defects"), sorted(stamp.get("items", {})),
             stamp.get("density")) == (cfg.seed, cfg.scale, cfg.with_defects, sorted(datasets),

@@ -3,7 +3,8 @@
 Each `make_*` function renders one item from its own random stream, writes its
 media files under the dataset directory and returns the metadata row(s) the
 dataset's index file will hold. The `write_*` functions write those index files in
-the exact formats the real datasets ship, and SynthAV's own file of semantic keys.
+the exact formats the real datasets ship, and SynthAV's own files of semantic keys and
+of sounding-object boxes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data.synthav import media_io, render
+from data.synthav.sounding_boxes import encode_sounding_boxes, picture_sounding_boxes, video_sounding_boxes
 from data.synthav.world import (CLASSES, DENSITIES, SCENES, ClipSpec, clip_rng, describe, sample_clip, semantic_key,
                                 youtube_id)
 
@@ -72,7 +74,8 @@ def make_vggsound(root: Path, rs: RenderSettings, split: str, index: int, defect
     path = root / "video" / f"{ytid}_{start:06d}.mp4"
     _write_media(path, spec, rs, defect, rng)
     return {"ytid": ytid, "start": start, "label": CLASSES[spec.events[0].cls].label, "split": split,
-            "still": spec.still, "defect": defect, "key": semantic_key(spec)}
+            "still": spec.still, "defect": defect, "key": semantic_key(spec),
+            "sounding": None if defect else video_sounding_boxes(spec, rs.height, rs.width)}
 
 
 def make_audioset(root: Path, rs: RenderSettings, split: str, index: int, defect: str = "") -> dict:
@@ -85,7 +88,7 @@ def make_audioset(root: Path, rs: RenderSettings, split: str, index: int, defect
     _write_media(root / split / f"Y{ytid}.mp4", spec, rs, defect, rng)
     return {"ytid": ytid, "start": start, "end": start + 10.0,
             "mids": [CLASSES[c].mid for c in spec.classes], "split": split, "defect": defect,
-            "key": semantic_key(spec)}
+            "key": semantic_key(spec), "sounding": None if defect else video_sounding_boxes(spec, rs.height, rs.width)}
 
 
 def _write_media(path: Path, spec, rs: RenderSettings, defect: str, rng: np.random.Generator) -> None:
@@ -156,7 +159,8 @@ def make_places(root: Path, rs: RenderSettings, split: str, index: int, defect: 
     entry = {"uttid": f"{speaker}-GSUN_{token}", "speaker": speaker, "asr_text": text, "wav": wav, "image": image}
     if defect == "malformed":
         del entry["wav"]
-    return {"entry": entry, "split": split, "defect": defect, "key": semantic_key(spec)}
+    return {"entry": entry, "split": split, "defect": defect, "key": semantic_key(spec),
+            "sounding": None if defect else picture_sounding_boxes(spec, rs.image_size)}
 
 
 def split_offset(split: str) -> int:
@@ -251,3 +255,16 @@ def write_keys_csv(path: Path, dataset: str, rows: list[dict]) -> None:
         if r["defect"] not in ("malformed", "escape"):
             writer.writerow([clip_id(dataset, r), r["key"]])
     media_io.write_bytes(path, buffer.getvalue().encode())
+
+
+def write_sounding_boxes(path: Path, dataset: str, rows: list[dict]) -> None:
+    """sounding_boxes.parquet (data.synthav.sounding_boxes): each clip's sounding-object boxes
+    under the clip id the manifest gives it.
+
+    Not a real dataset file: ground truth for localisation. Every deliberately bad item is left
+    out (a missing, corrupt, truncated, silent, short or resampled clip, a broken metadata line;
+    on AudioSet also the ~10% whose video is "missing"): its media are not what its spec renders,
+    or there are none; so the file lists a subset of synthav_keys.csv.
+    """
+    clips = [(clip_id(dataset, r), r["sounding"]) for r in rows if not r["defect"]]
+    media_io.write_bytes(path, encode_sounding_boxes(clips))

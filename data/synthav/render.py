@@ -72,6 +72,15 @@ def event_mask(event: Event, height: int, width: int) -> np.ndarray:
     return object_mask(CLASSES[event.cls].shape, radius, event.x * width, 0.55 * height, height, width)
 
 
+def drawn_shift(event: Event, t: float, still: bool, width: int) -> int | None:
+    """Columns the event's object is moved right at clip time t (seconds), or None when it is not
+    drawn then: an object is on screen exactly while it sounds; a still clip shows it as at its onset."""
+    t = event.onset if still else t
+    if not event.onset <= t < event.onset + event.duration:
+        return None
+    return int(round(event.drift * (t - event.onset) * width))
+
+
 def render_frames(spec: ClipSpec, fps: float, height: int, width: int, seconds: float | None = None) -> np.ndarray:
     """(T, H, W, 3) uint8 frames; each object appears only while it sounds, drifting sideways."""
     seconds = spec.seconds if seconds is None else seconds
@@ -81,9 +90,8 @@ def render_frames(spec: ClipSpec, fps: float, height: int, width: int, seconds: 
         mask = event_mask(event, height, width)
         colour = COLOURS[event.colour][1]
         for i in range(n):
-            t = event.onset if spec.still else i / fps
-            if event.onset <= t < event.onset + event.duration:
-                dx = int(round(event.drift * (t - event.onset) * width))
+            dx = drawn_shift(event, i / fps, spec.still, width)
+            if dx is not None:
                 frames[i][_shift_columns(mask, dx)] = colour
     return frames
 
@@ -94,6 +102,61 @@ def render_picture(spec: ClipSpec, height: int, width: int) -> np.ndarray:
     for event in spec.events:
         frame[event_mask(event, height, width)] = COLOURS[event.colour][1]
     return frame
+
+
+# --------------------------------------------------------------------------- where the objects are
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in pixels, x1 and y1 exclusive
+
+
+def _union(boxes: list[Box]) -> Box | None:
+    if not boxes:
+        return None
+    x0, y0, x1, y1 = zip(*boxes)
+    return min(x0), min(y0), max(x1), max(y1)
+
+
+class _ShiftedMaskBoxes:
+    """Bounding boxes of one object's mask moved sideways as `_shift_columns` moves it (columns
+    pushed past an edge are dropped, so the box can lose rows as well as columns), without
+    building the moved mask: per mask column, its topmost and bottommost pixel."""
+
+    def __init__(self, mask: np.ndarray):
+        self.columns = np.flatnonzero(mask.any(axis=0))
+        rows = mask[:, self.columns]
+        self.tops = rows.argmax(axis=0)
+        self.bottoms = mask.shape[0] - rows[::-1].argmax(axis=0)  # exclusive
+        self.width = mask.shape[1]
+
+    def box(self, dx: int) -> Box | None:
+        moved = self.columns + dx
+        kept = (moved >= 0) & (moved < self.width)
+        if not kept.any():
+            return None
+        cols = moved[kept]
+        return int(cols[0]), int(self.tops[kept].min()), int(cols[-1]) + 1, int(self.bottoms[kept].max())
+
+
+def drawn_boxes(spec: ClipSpec, times: np.ndarray, height: int, width: int) -> list[Box | None]:
+    """Per clip time, the union bounding box of the objects render_frames draws at that time (the
+    objects sounding then), from the same masks and shifts; None when none is drawn."""
+    objects = [(event, _ShiftedMaskBoxes(event_mask(event, height, width))) for event in spec.events]
+    boxes = []
+    for t in times:
+        drawn = []
+        for event, shifted in objects:
+            dx = drawn_shift(event, float(t), spec.still, width)
+            box = None if dx is None else shifted.box(dx)
+            if box is not None:
+                drawn.append(box)
+        boxes.append(_union(drawn))
+    return boxes
+
+
+def picture_box(spec: ClipSpec, height: int, width: int) -> Box | None:
+    """The union bounding box of every object render_picture draws."""
+    boxes = [_ShiftedMaskBoxes(event_mask(event, height, width)).box(0) for event in spec.events]
+    return _union([box for box in boxes if box is not None])
 
 
 # --------------------------------------------------------------------------- sounds
