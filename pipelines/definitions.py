@@ -21,6 +21,7 @@ from assets.caches.assets import (build_fbank_cache_asset, build_fbank_stats_ass
                                   build_logmel_cache_asset)
 from assets.ingest.assets import build_clip_manifest_asset, build_clip_shards_asset
 from assets.ingest.dataset_config import load_datasets
+from assets.localisation.assets import build_localisation_asset
 from assets.mining.assets import (TINY_TEACHER_KEY, build_image_embeddings_asset, build_neighbor_tables_asset,
                                   build_text_embeddings_asset, build_tiny_teacher_asset)
 from assets.training.assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
@@ -58,8 +59,8 @@ def build_definitions() -> dg.Definitions:
         jobs.append(teacher_job(TINY_TEACHER_KEY))
     experiments = load_all_experiments()
     if experiments:
-        experiment_assets, _ = build_experiment_assets(experiments, datasets, teacher_dep)
-        assets += experiment_assets
+        experiment_assets, partitions = build_experiment_assets(experiments, datasets, teacher_dep)
+        assets += [*experiment_assets, build_localisation_asset(partitions, datasets)]
         jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), report_job(REPORT_KEY)]
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
                           resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache.layout())})

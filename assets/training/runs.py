@@ -89,7 +89,8 @@ class DataSources:
     frame_dir: Path | None = None  # the frame cache, for methods that read pixels (DenseAV)
 
 
-def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> DataSources:
+def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool, with_frames: bool | None = None) -> DataSources:
+    """Where the run's clips come from; `with_frames` (default: DenseAV runs) adds the frame cache's pixels."""
     base = cache.dataset_dir(ds.name)
     davenet = exp.model.kind == "davenet"
     if davenet and ds.format != "places":
@@ -104,7 +105,7 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool) -> 
                        base / "clip_image_embeddings" if audio_image else None,
                        base / "clip_text_embeddings" if with_text else None,
                        "bins,frames" if davenet else "frames,bins",
-                       base / "frame_cache" if exp.loss.kind == "denseav" else None)
+                       base / "frame_cache" if (exp.loss.kind == "denseav" if with_frames is None else with_frames) else None)
 
 
 def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normaliser:
@@ -283,10 +284,10 @@ def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, in
     return trainer.fit(stop_after_epoch)
 
 
-def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment) -> tuple[ClipSet, bool]:
+def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment, with_frames: bool | None = None) -> tuple[ClipSet, bool]:
     """(the seeded evaluation subset, whether A->T / T->A are measured)."""
     with_text = ds.format in CAPTION_FORMATS
-    src = data_sources(cache, ds, exp, with_text)
+    src = data_sources(cache, ds, exp, with_text, with_frames)
     return load_clips_cached(cache, ds, src, [exp.eval.split], (exp.eval.size, exp.eval.seed), None), with_text
 
 

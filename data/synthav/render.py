@@ -9,7 +9,6 @@ from scipy.signal import butter, sosfilt
 
 from data.synthav.world import CLASSES, COLOURS, SCENES, SIZES, ClipSpec, Event
 
-
 # --------------------------------------------------------------------------- pictures
 
 def background(scene: int, height: int, width: int) -> np.ndarray:
