@@ -31,12 +31,13 @@ from assets.ingest.manifest import manifest_summary
 from assets.training.experiments import load_all_experiments
 from data.synthav.generate import SynthAVConfig, generate, is_generated
 from pipelines.definitions import defs
-from pipelines.jobs import (EXPERIMENT_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name, manifest_job_name,
-                            neighbors_job_name, shard_job_name, stats_job_name)
+from pipelines.jobs import (EXPERIMENT_JOB, LOCALISATION_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name,
+                            manifest_job_name, neighbors_job_name, shard_job_name, stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
+LOCALISATION_TAG = "localisation"  # experiments with this tag are also scored against SynthAV's boxes
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log
 
 
@@ -91,6 +92,11 @@ def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
               f"{' (up to date)' if not enc['trained_now'] else ''}; R@10 % {recall}; "
               f"data wait {enc['data_wait_fraction']:.1%} ({time.perf_counter() - start:.0f} s)")
         print(f"    {'':<24} {_batch_line(enc['batch_positives'])}")
+        if LOCALISATION_TAG in load_all_experiments()[name].tags:
+            loc = _metadata(_run(instance, LOCALISATION_JOB, name), ["localisation", "sound_localisation"])
+            print(f"    {'':<24} localisation % " + ", ".join(f"{k} {v:.1f}" for k, v in loc.items()
+                                                             if k.endswith(("cIoU", "AUC", "pixel_AP"))))
+            print(f"    {'':<24} heatmaps: {loc['heatmaps_path']}")
     m = _metadata(_run(instance, REPORT_JOB), ["experiments", "ablation_report"])
     print()
     print(m["table"])

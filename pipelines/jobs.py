@@ -12,6 +12,7 @@ from assets.ingest.dataset_config import DatasetConfig
 AssetJob = UnresolvedAssetJobDefinition  # what define_asset_job returns (dagster exports no public name for it)
 TEACHER_JOB = "tiny_teacher_job"
 EXPERIMENT_JOB = "experiment_job"
+LOCALISATION_JOB = "localisation_job"
 REPORT_JOB = "ablation_report_job"
 
 
@@ -71,6 +72,11 @@ def teacher_job(teacher_key: dg.AssetKey) -> AssetJob:
 def experiment_job(encoder_key: dg.AssetKey, metrics_key: dg.AssetKey) -> AssetJob:
     return _job(EXPERIMENT_JOB, encoder_key, metrics_key,
                 description="Train one experiment's seeds and evaluate them (partition = experiment; a backfill is an ablation).")
+
+
+def localisation_job(localisation_key: dg.AssetKey) -> AssetJob:
+    return _job(LOCALISATION_JOB, localisation_key,
+                description="Score one experiment's heatmaps against SynthAV's sounding-object boxes (partition = experiment).")
 
 
 def report_job(report_key: dg.AssetKey) -> AssetJob:
