@@ -14,15 +14,13 @@
       + 0.1   cal_balance        max(log(init) - log w, 0)^2: keeps w from falling below its init
       + 0.05  specialization     mean over head pairs (i < j) of mean(|s_i| |s_j|) over the
                                  positive pairs' volume; only when K > 1 (the paper's L_Dis)
-      + 0.1   image_mixup        mean squared positive volume at image positions that do not
-                                 belong to the clip (the reference's quad-mixup term; 0 without
-                                 an image mask, i.e. without quad-mixup batches)
 
 Weights are the released config's (`configs/av_align.yaml`). The slides write L_Dis as
 Mean(|s[k=1] o s[k=2]|); the code averages over every head pair, which this follows. The
 random samples come from the trainer's seeded generator, so a resumed run draws the same ones.
-Not implemented: the spliced negative audio (`neg_audio`, optional in the issue) and the
-`disentangle_weight` term (0 in the config).
+Not implemented: quad-mixup batches with their image-mixup term (`mixup_weight`) and the
+spliced negative audio (`neg_audio`), both optional in the issue, and the `disentangle_weight`
+term (0 in the config).
 """
 
 from __future__ import annotations
@@ -102,14 +100,6 @@ def specialization(paired: torch.Tensor) -> torch.Tensor:
     return sum((paired[:, i].abs() * paired[:, j].abs()).mean() for i, j in pairs) / len(pairs)
 
 
-def image_mixup(paired: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
-    """paired (B, K, H, W, F, T), image_mask (B, 1, H, W) in [0, 1] (1: the clip's own image):
-    sum of the squared volume outside the clip's part over the size of that part (>= 0.1)."""
-    b, _, h, w = image_mask.shape
-    outside = torch.broadcast_to((1 - image_mask.to(paired.dtype)).reshape(b, 1, h, w, 1, 1), paired.shape)
-    return (paired * outside).square().sum() / outside.sum().clamp_min(0.1)
-
-
 @dataclass(frozen=True)
 class RegulariserWeights:
     specialization: float = 0.05
@@ -117,7 +107,6 @@ class RegulariserWeights:
     silence_l1: float = 0.01
     tv: float = 0.01
     cal_balance: float = 0.1
-    image_mixup: float = 0.1
     samples: int = 250  # random positions for nonneg_pressure and silence_l1
 
 
@@ -135,8 +124,7 @@ class DenseAVLoss(nn.Module):
         """The calibration weight w (the trainer logs 1 / scale as the temperature)."""
         return self.calibrator.weight().squeeze()
 
-    def forward(self, audio: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, gen: torch.Generator,
-                image_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """audio (B, C, F, T), mask (B, T) bool, image (B, C, H, W); row i of each is one clip."""
         w = self.weights
         sims = dense_similarity(audio, image, mask, self.heads, self.aggregation, self.head_agg)
@@ -157,7 +145,5 @@ class DenseAVLoss(nn.Module):
             weighted["cal_balance"] = w.cal_balance
         if w.specialization and self.heads > 1:
             terms["specialization"], weighted["specialization"] = specialization(paired), w.specialization
-        if w.image_mixup and image_mask is not None:
-            terms["image_mixup"], weighted["image_mixup"] = image_mixup(paired, image_mask), w.image_mixup
         self.parts = {k: v.detach() for k, v in terms.items()}
         return sum(weighted[k] * v for k, v in terms.items())

@@ -8,8 +8,8 @@ import torch
 
 from losses.contrastive import symmetric_cross_entropy
 from losses.dense_similarity import dense_similarity, paired_volume, split_heads
-from losses.denseav import (DenseAVLoss, RegulariserWeights, SimilarityCalibrator, calibration_balance, image_mixup,
-                            nonneg_pressure, silence_l1, specialization, total_variation)
+from losses.denseav import (DenseAVLoss, RegulariserWeights, SimilarityCalibrator, calibration_balance, nonneg_pressure,
+                            silence_l1, specialization, total_variation)
 
 
 def _features(b=3, c=4, f=2, t=4, h=2, w=3, seed=0):
@@ -76,13 +76,6 @@ def test_silence_l1_over_every_masked_position_and_skipped_when_too_few():
         for b2, k, h, w in itertools.product(range(3), range(2), range(2), range(3)):
             values.append(abs(float((v[b2, k, :, h, w] * silent[k]).sum())))
     assert float(got) == pytest.approx(sum(values) / len(values), rel=1e-5)
-
-
-def test_image_mixup_penalises_only_outside_the_clip():
-    paired = torch.ones(1, 1, 2, 2, 1, 2)
-    own = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
-    assert float(image_mixup(paired, own)) == pytest.approx(2 / 2)  # one patch x 2 times, squared 1, / 2 cells
-    assert float(image_mixup(paired, torch.ones(1, 1, 2, 2))) == 0.0
 
 
 def test_total_loss_is_the_weighted_sum():
