@@ -22,7 +22,7 @@ def test_calibrator_clamps_and_centres():
     assert float(cal.weight().detach()) == pytest.approx(1.0)
     x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
     out = cal(x)
-    assert torch.allclose(out, x - 3.0) and float(out.mean()) == pytest.approx(0.0)
+    assert torch.allclose(out, x - 3.0) and float(out.mean().detach()) == pytest.approx(0.0)
     with torch.no_grad():
         cal.log_w.fill_(math.log(1000.0))
     assert float(cal.weight().detach()) == pytest.approx(100.0)
