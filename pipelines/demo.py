@@ -92,6 +92,8 @@ def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
               f"{' (up to date)' if not enc['trained_now'] else ''}; R@10 % {recall}; "
               f"data wait {enc['data_wait_fraction']:.1%} ({time.perf_counter() - start:.0f} s)")
         print(f"    {'':<24} {_batch_line(enc['batch_positives'])}")
+        if "head_split" in met:
+            print("\n".join(f"    {'':<24} {line}" for line in met["head_split"].splitlines() if line))
         if LOCALISATION_TAG in load_all_experiments()[name].tags:
             loc = _metadata(_run(instance, LOCALISATION_JOB, name), ["localisation", "sound_localisation"])
             print(f"    {'':<24} localisation % " + ", ".join(f"{k} {v:.1f}" for k, v in loc.items()

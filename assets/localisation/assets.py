@@ -11,7 +11,7 @@ import dagster as dg
 from assets.core.plots import png_markdown
 from assets.ingest.dataset_config import DatasetConfig
 from assets.localisation.experiment_localisation import HEATMAPS_FILE, localisation_markdown, localise_experiment
-from assets.training.assets import ENCODER_KEY, _experiment
+from assets.training.assets import ENCODER_KEY, partition_experiment
 from pipelines.resources import CachePaths, ClipTeacherResource
 
 GROUP = "localisation"
@@ -34,7 +34,8 @@ def build_localisation_asset(partitions: dg.PartitionsDefinition, datasets: list
     def sound_localisation(context: dg.AssetExecutionContext, config: LocalisationConfig, cache: CachePaths,
                            teacher: ClipTeacherResource) -> dg.MaterializeResult:
         layout = cache.layout()
-        exp, ds, _ = _experiment(context, by_name)
+        part = partition_experiment(context, by_name)
+        exp, ds = part.exp, part.dataset
         try:
             doc = localise_experiment(layout, ds, exp, teacher.load, config.device, config.grid_rows)
         except (FileNotFoundError, KeyError, ValueError) as e:

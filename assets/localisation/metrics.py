@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from assets.core.average_precision import average_precision
+
 AUC_THRESHOLDS = [0.05 * i for i in range(21)]  # the evaluators' list, float rounding included
 DENSEAV_IOU_THRESHOLDS = 20  # multi_iou's k
 
@@ -72,22 +74,12 @@ def localisation_summary(cious: Sequence[float]) -> dict[str, float]:
 
 
 def pixel_average_precision(heatmap, gt_mask) -> float:
-    """Average precision of the heatmap's pixels as scores for the mask's pixels, as sklearn's
-    average_precision_score and torchmetrics' binary_average_precision compute it:
-    sum over distinct scores s, from the highest, of (recall(>= s) - recall(> s)) * precision(>= s);
-    pixels with equal scores enter together."""
+    """Average precision of the heatmap's pixels as scores for the mask's pixels
+    (`assets.core.average_precision`)."""
     heatmap, gt = _pair(heatmap, gt_mask)
-    scores, labels = heatmap.ravel(), gt.ravel().astype(bool)
-    positives = labels.sum()
-    if positives == 0:
+    if not gt.any():
         raise ValueError("average precision needs at least one positive pixel")
-    order = np.argsort(-scores, kind="stable")
-    scores, labels = scores[order], labels[order]
-    last_of_each_score = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    true_pos = np.cumsum(labels)[last_of_each_score]
-    precision = true_pos / (last_of_each_score + 1)
-    recall = true_pos / positives
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    return average_precision(heatmap, gt)
 
 
 def best_threshold_iou(heatmap, gt_mask, thresholds: int = DENSEAV_IOU_THRESHOLDS) -> float:

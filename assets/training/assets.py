@@ -14,6 +14,7 @@ reloading the code location (a new file needs a reload: it adds a partition).
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -64,18 +65,28 @@ def _load_experiments() -> dict[str, Experiment]:
         raise dg.Failure(str(e)) from e
 
 
-def _experiment(context: dg.AssetExecutionContext,
-                datasets: dict[str, DatasetConfig]) -> tuple[Experiment, DatasetConfig, dict]:
-    """The partition's experiment, its dataset, and every experiment (for init_from)."""
+@dataclass(frozen=True)
+class PartitionExperiment:
+    """An experiment partition's experiment file, its dataset, the datasets of its `train.mix`, and
+    every experiment (for init_from)."""
+    exp: Experiment
+    dataset: DatasetConfig
+    mix: tuple[DatasetConfig, ...]
+    experiments: dict[str, Experiment]
+
+
+def partition_experiment(context: dg.AssetExecutionContext, datasets: dict[str, DatasetConfig]) -> PartitionExperiment:
+    """The partition's experiment, read now; a missing file or an undeclared dataset is a Failure."""
     experiments = _load_experiments()
     exp = experiments.get(context.partition_key)
     if exp is None:
         raise dg.Failure(f"experiment {context.partition_key!r} has no file in configs/experiments any more; "
                          "reload the code location")
-    if exp.dataset not in datasets:
-        raise dg.Failure(f"{exp.path}: dataset {exp.dataset!r} is not declared (declared: {sorted(datasets)}); "
-                         "add configs/datasets/<name>.yaml for it")
-    return exp, datasets[exp.dataset], experiments
+    for name in (exp.dataset, *exp.train.mix):
+        if name not in datasets:
+            raise dg.Failure(f"{exp.path}: dataset {name!r} is not declared (declared: {sorted(datasets)}); "
+                             "add configs/datasets/<name>.yaml for it")
+    return PartitionExperiment(exp, datasets[exp.dataset], tuple(datasets[m] for m in exp.train.mix), experiments)
 
 
 def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[DatasetConfig],
@@ -83,7 +94,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
     """audio_encoder, retrieval_metrics (partitioned by experiment) and ablation_report."""
     partitions = dg.StaticPartitionsDefinition(sorted(experiments))
     by_name = {ds.name: ds for ds in datasets}
-    used = sorted({e.dataset for e in experiments.values()} & set(by_name))
+    used = sorted({d for e in experiments.values() for d in (e.dataset, *e.train.mix)} & set(by_name))
     upstream = [dg.AssetKey([d, a]) for d in used for a in ("fbank_stats", "neighbor_tables")]
     if teacher_dep is not None:
         upstream.append(teacher_dep)
@@ -100,13 +111,14 @@ def build_audio_encoder_asset(partitions: dg.PartitionsDefinition, datasets: dic
     def audio_encoder(context: dg.AssetExecutionContext, config: AudioEncoderConfig, cache: CachePaths,
                       teacher: ClipTeacherResource) -> dg.MaterializeResult:
         layout = cache.layout()
-        exp, ds, all_experiments = _experiment(context, datasets)
+        part = partition_experiment(context, datasets)
+        exp, ds = part.exp, part.dataset
         seeds = [s for s in exp.seeds if not config.seeds or s in config.seeds]
         if not seeds:
             raise dg.Failure(f"config seeds {config.seeds} are not among {exp.name}'s seeds {list(exp.seeds)}")
         started = time.perf_counter()
-        runs, trained = train_experiment(layout, ds, exp, seeds, teacher.load, all_experiments, config.options(),
-                                         log=context.log.info, warn=context.log.warning)
+        runs, trained = train_experiment(layout, ds, exp, seeds, teacher.load, part.experiments, config.options(),
+                                         log=context.log.info, warn=context.log.warning, mix=part.mix)
         summary = encoder_summary(exp, ds.name, seeds, runs, trained)
         metadata = summary | {
             "runs": dg.MetadataValue.md(summary["runs"]), "curves": dg.MetadataValue.md(summary["curves"]),
@@ -129,12 +141,15 @@ def build_retrieval_metrics_asset(partitions: dg.PartitionsDefinition,
     def retrieval_metrics(context: dg.AssetExecutionContext, config: RetrievalMetricsConfig, cache: CachePaths,
                           teacher: ClipTeacherResource) -> dg.MaterializeResult:
         layout = cache.layout()
-        exp, ds, _ = _experiment(context, datasets)
-        doc, skipped = evaluate_experiment(layout, ds, exp, teacher.load, config.device)
+        part = partition_experiment(context, datasets)
+        exp, ds = part.exp, part.dataset
+        doc, skipped = evaluate_experiment(layout, ds, exp, teacher.load, config.device, part.mix)
         summary = metrics_summary(doc, skipped, metrics_path(layout, exp))
         metadata = summary | {"table": dg.MetadataValue.md(summary["table"]),
                               "protocol": dg.MetadataValue.text(summary["protocol"]),
                               "path": dg.MetadataValue.path(summary["path"])}
+        if "head_split" in summary:
+            metadata["head_split"] = dg.MetadataValue.md(summary["head_split"])
         low = below_chance(doc)
         check = dg.AssetCheckResult(
             check_name=ABOVE_CHANCE_CHECK, passed=not low, severity=dg.AssetCheckSeverity.WARN,

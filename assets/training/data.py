@@ -98,6 +98,53 @@ class ClipSet:
                        None if self.frame_jpegs is None else [self.frame_jpegs[i] for i in index])
 
 
+def concat_clips(parts: list[tuple[str, ClipSet]], frame_embeddings: bool = True) -> ClipSet:
+    """The clips of several datasets as one set, in the order given ([(dataset name, clips)]).
+
+    Features must have one shape (the same cache configuration); they stay in memory when every
+    part is, else each part is read in place from its own cache. `frame_embeddings`: keep the
+    teacher's frame embeddings, which needs one frame count L (SynthAV Places has 1 frame per
+    clip, VGGSound 4); False drops them, for methods that read pixels instead (DenseAV).
+    Captions and frame JPEGs are kept when every part has them. `skipped` reasons are prefixed
+    with the dataset's name."""
+    if not parts:
+        raise ValueError("concat_clips needs at least one clip set")
+    if len(parts) == 1 and frame_embeddings:
+        return parts[0][1]
+    (first_name, first), *_ = parts
+    for name, c in parts:
+        if c.features.shape[1:] != first.features.shape[1:] or c.features.dtype != first.features.dtype:
+            raise ValueError(f"{name}'s audio features are {c.features.shape[1:]} {c.features.dtype}, {first_name}'s "
+                             f"{first.features.shape[1:]} {first.features.dtype}: build both caches with one configuration")
+    if all(isinstance(c.features, np.ndarray) for _, c in parts):
+        features = np.concatenate([c.features for _, c in parts])
+    else:
+        sharded = [c.features if isinstance(c.features, ShardedFeatures) else _in_memory_as_shard(c.features)
+                   for _, c in parts]
+        offsets = np.cumsum([0] + [len(s.arrays) for s in sharded[:-1]])
+        features = ShardedFeatures([a for s in sharded for a in s.arrays],
+                                   np.concatenate([s.shard + o for s, o in zip(sharded, offsets)]),
+                                   np.concatenate([s.row for s in sharded]))
+    frames = None
+    if frame_embeddings and any(c.frames is not None for _, c in parts):
+        shapes = {name: None if c.frames is None else c.frames.shape[1:] for name, c in parts}
+        if len(set(shapes.values())) != 1:
+            raise ValueError(f"frame embeddings per clip differ between the datasets ({shapes}); a method that "
+                             "reads them needs one frame count")
+        frames = np.concatenate([c.frames for _, c in parts])
+    every = (lambda attr: all(getattr(c, attr) is not None for _, c in parts))
+    return ClipSet([i for _, c in parts for i in c.clip_ids], [s for _, c in parts for s in c.splits], features,
+                   np.concatenate([c.lengths for _, c in parts]), frames,
+                   [x for _, c in parts for x in c.captions] if every("captions") else None,
+                   [x for _, c in parts for x in c.caption_texts] if every("caption_texts") else None,
+                   {f"{name}: {reason}": n for name, c in parts for reason, n in c.skipped.items()},
+                   [x for _, c in parts for x in c.frame_jpegs] if every("frame_jpegs") else None)
+
+
+def _in_memory_as_shard(features: np.ndarray) -> ShardedFeatures:
+    return ShardedFeatures([features], np.zeros(len(features), np.int64), np.arange(len(features)))
+
+
 def _audio_rows(path: Path, splits: set[str]) -> tuple[list[tuple[int, str, str, bool, int]], tuple[int, ...], str]:
     """Without reading the features: [(row, clip_id, split, ok, true length)] of the given splits,
     the feature shape and dtype."""

@@ -132,6 +132,9 @@ class TrainSpec:
     subset_seed: int = 0
     fbank_std_scale: float = 1.0  # normalisation (x - mean) / (std * scale); AST uses 2
     fbank_stats_from: str | None = None  # another dataset's fbank_stats (seed 001 normalises AudioCaps with AudioSet's)
+    # other datasets whose clips of `splits` join the training set, all normalised with this experiment's
+    # statistics (DenseAV trains on speech and sounds together: [synthav_places] next to synthav_vggsound)
+    mix: tuple[str, ...] = ()
     # SpecAugment on the normalised FBANK, training only (assets/training/spec_augment.py): one mask of up to
     # freq_mask - 1 mel bins and one of up to time_mask - 1 frames per clip; VIP-ANT: 32 and 200; 0: off
     freq_mask: int = 0
@@ -189,6 +192,8 @@ class Experiment:
                 d["loss"].pop(k)
         if not self.optim.clip_grad_per_tensor:
             d["optim"].pop("clip_grad_per_tensor")
+        if not self.train.mix:  # added with the mixture: single-dataset runs keep their fingerprints
+            d["train"].pop("mix")
         d["seed"] = seed
         if self.base is not None:
             d["base"] = self.base.fingerprint(seed)
@@ -334,6 +339,13 @@ def validate(exp: Experiment) -> None:
         fail(f"batch_size {exp.batch_size} must be a multiple of grad_accum {exp.grad_accum}")
     if not exp.seeds or len(set(exp.seeds)) != len(exp.seeds):
         fail(f"seeds must be a non-empty list of distinct integers, got {list(exp.seeds)}")
+    if exp.train.mix:
+        if exp.dataset in exp.train.mix or len(set(exp.train.mix)) != len(exp.train.mix):
+            fail(f"train.mix {list(exp.train.mix)} must name other datasets than {exp.dataset}, each once")
+        if exp.loss.kind == "mined":
+            fail("train.mix cannot be used with loss.kind mined: neighbour tables are mined within one dataset")
+        if exp.stage != "audio_image":
+            fail("train.mix applies to audio_image training")
     if exp.model.patch is not None and len(exp.model.patch) != 2 or len(exp.model.stride) != 2:
         fail("model.patch and model.stride are [time, frequency] pairs")
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from assets.core.atomic_io import atomic_path, write_parquet_atomic
 from assets.core.plots import figure_png, png_markdown, subplots
 from assets.training.experiments import ALL_TABLES, Experiment
+from assets.training.head_split import head_split_markdown
 
 DIRECTIONS = ("A->I", "I->A", "A->I common", "I->A common", "A->T", "T->A")
 KS = ("R@1", "R@5", "R@10")
@@ -35,7 +36,8 @@ def report_rows(docs: list[dict]) -> list[dict]:
                                         + (", per clip" if d.get("nearest_rule") == "per_clip" else "") + ")"
                                         if d.get("nearest_start_epoch") is not None else ""),
                "loss": d["loss"], "mode": d.get("mode"), "k": d["k"], "seeds": len(d["seeds"]), "eval_clips": d["eval"]["clips"],
-               "description": d.get("description", ""), "tags": list(d.get("tags", []))}
+               "description": d.get("description", ""), "tags": list(d.get("tags", [])),
+               "train_mix": list(d.get("train_mix", []))}
         for t in ALL_TABLES:
             row[t] = t in d["tables"]
         for direction in DIRECTIONS:
@@ -45,6 +47,8 @@ def report_rows(docs: list[dict]) -> list[dict]:
                 row[f"{direction} {k}"] = None if s is None else s["mean"] * scale
                 row[f"{direction} {k} std"] = None if s is None else s["std"] * scale
         row["chance R@10"] = 100.0 * max(d["eval"]["chance_R@10"].values())
+        split = (d.get("head_split") or {}).get("summary", {}).get("act_dis")
+        row["Act.Dis"], row["Act.Dis std"] = (None, None) if split is None else (100 * split["mean"], 100 * split["std"])
         rows.append(row)
     return rows
 
@@ -71,14 +75,17 @@ def markdown_report(rows: list[dict]) -> str:
         directions = [d for d in DIRECTIONS if any(r[f"{d} R@1"] is not None for r in group)]
         out.append(f"### {dataset} ({stage.replace('_', '-')}), {group[0]['eval_clips']} evaluation clips, "
                    f"R@k in %, chance R@10 {group[0]['chance R@10']:.1f}")
+        act_dis = any(r["Act.Dis"] is not None for r in group)
         head = ["experiment", "frames", "mode", "k", *(t if t == "org" else t.upper() for t in ALL_TABLES),
-                *(f"{d} {k}" for d in directions for k in KS)]
+                *(f"{d} {k}" for d in directions for k in KS), *(["Act.Dis"] if act_dis else [])]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in group:
-            cells = [r["experiment"], r["frames"], r["mode"] or "–", "–" if r["k"] is None else str(r["k"]),
+            name = r["experiment"] + (f" (+ {', '.join(r['train_mix'])})" if r["train_mix"] else "")
+            cells = [name, r["frames"], r["mode"] or "–", "–" if r["k"] is None else str(r["k"]),
                      *("✓" if r[t] else "✗" for t in ALL_TABLES),
-                     *(_cell(r, f"{d} {k}", r["seeds"]) for d in directions for k in KS)]
+                     *(_cell(r, f"{d} {k}", r["seeds"]) for d in directions for k in KS),
+                     *([_cell(r, "Act.Dis", r["seeds"])] if act_dis else [])]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if any(r["A->I common R@1"] is not None for r in rows):
@@ -87,6 +94,12 @@ def markdown_report(rows: list[dict]) -> str:
                    "A->I common, I->A common: one protocol for every run, VIP-ANT's (one audio embedding, a "
                    "multiframe model's segment mean, against frame ceil(L/2)-1), so the columns compare "
                    "training methods rather than scoring rules.")
+    if any(r["train_mix"] for r in rows):
+        out.append("(+ dataset): trained on the mixture of the row's dataset and those named; retrieval is measured "
+                   "on the row's dataset.")
+    if any(r["Act.Dis"] is not None for r in rows):
+        out.append("Act.Dis: DenseAV's head disentanglement over the evaluation clips of every training source, in % "
+                   "(100: each head silent on a different source; 50: both heads respond to both alike).")
     if any(r["seeds"] > 1 for r in rows):
         out.append("mean ± sample standard deviation over seeds.")
     return "\n".join(out)
@@ -246,6 +259,8 @@ def metrics_summary(doc: dict, skipped: bool, path: Path) -> dict:
         "eval_clips": doc["eval"]["clips"], "eval_split": doc["eval"]["split"], "seeds": doc["seeds"],
         "skipped_up_to_date": skipped, "path": str(path),
     }
+    if doc.get("head_split"):
+        out["head_split"] = head_split_markdown(doc["head_split"])
     for d, s in doc["summary"].items():
         for k in KS:
             out[f"{d} {k}"] = round(100 * s[k]["mean"], 2)

@@ -38,10 +38,11 @@ from assets.core.device import resolve_device
 from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
-from assets.training.data import ClipSet, load_clips, seeded_subset
+from assets.training.data import ClipSet, concat_clips, load_clips, seeded_subset
 from assets.training.dense_evaluation import DENSE_SIMILARITY, dense_features, dense_retrieval_report
 from assets.training.evaluation import COMMON_PROTOCOL, SIMILARITY_NAMES, embed_clips, retrieval_report
 from assets.training.experiments import Experiment
+from assets.training.head_split import head_split, paired_head_scores, summarise_head_splits
 from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, audio_output, load_encoder_weights
 from models.audio_encoder import build_audio_encoder
 from models.clip_patch_tokens import ImagePatchTokens
@@ -141,17 +142,39 @@ def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subs
     return _LOADED[key]
 
 
-def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None) -> TrainInputs:
+def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None,
+                    mix: Sequence[DatasetConfig] = ()) -> TrainInputs:
+    """What every seed of `exp` trains on. `mix`: the datasets `train.mix` names, whose clips of the
+    same splits are appended (`concat_clips`); all of them are normalised with `ds`'s statistics
+    (or `train.fbank_stats_from`), validation stays on `ds`, and semantic keys are kept per dataset
+    (a key of one dataset never groups with another's)."""
+    _check_mix(exp, mix)
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
-    train = load_clips_cached(cache, ds, src, exp.train.splits, (exp.train.max_clips, exp.train.subset_seed), memory_gb)
+    subset = (exp.train.max_clips, exp.train.subset_seed)
+    train = load_clips_cached(cache, ds, src, exp.train.splits, subset, memory_gb)
+    embed_dim = embedding_dim(train)
+    if mix:
+        parts = [(ds.name, train)] + [
+            (m.name, load_clips_cached(cache, m, data_sources(cache, m, exp, with_text=False), exp.train.splits,
+                                       subset, memory_gb)) for m in mix]
+        train = concat_clips(parts, frame_embeddings=exp.loss.kind != "denseav")
     neighbours = shortfall = None
     if exp.loss.kind == "mined":
         neighbours = _neighbour_inputs(cache, ds, exp, train)
         shortfall = {t: int((ids < 0).any(axis=1).sum()) for t, ids in neighbours.items()}
-    keys = load_semantic_keys(ds)
-    groups = None if keys is None else group_ids(train.clip_ids, keys)
+    keys = {}
+    for d in (ds, *mix):
+        keys.update({cid: f"{d.name}/{key}" for cid, key in (load_semantic_keys(d) or {}).items()})
+    groups = group_ids(train.clip_ids, keys) if keys else None
     val, label = _validation_clips(cache, ds, src, exp, train)
-    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups)
+    return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups,
+                       embed_dim)
+
+
+def _check_mix(exp: Experiment, mix: Sequence[DatasetConfig]) -> None:
+    if [m.name for m in mix] != list(exp.train.mix):
+        raise ValueError(f"{exp.path}: train.mix names {list(exp.train.mix)}, but the datasets given are "
+                         f"{[m.name for m in mix]}")
 
 
 def _neighbour_inputs(cache, ds: DatasetConfig, exp: Experiment, train: ClipSet) -> dict[str, np.ndarray]:
@@ -237,12 +260,12 @@ def embedding_dim(clips: ClipSet) -> int:
 
 def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int], load_teacher: Callable[[], object],
                      experiments: dict[str, Experiment], options: RunOptions = RUN_DEFAULTS,
-                     log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None
-                     ) -> tuple[dict[int, dict], list[int]]:
+                     log: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+                     mix: Sequence[DatasetConfig] = ()) -> tuple[dict[int, dict], list[int]]:
     """Train each of `seeds` whose current run has not finished (resuming its checkpoints); the
     training inputs are read once, for the first seed that trains. `load_teacher` is called only
-    for the audio ViT (initialised from the teacher's image tower); `experiments` resolves init_from.
-    Returns ({seed: its run.json summary}, the seeds trained now)."""
+    for the audio ViT (initialised from the teacher's image tower); `experiments` resolves init_from;
+    `mix` are the datasets of `train.mix`. Returns ({seed: its run.json summary}, the seeds trained now)."""
     if options.torch_threads:
         torch.set_num_threads(options.torch_threads)
     runs, trained, inputs = {}, [], None
@@ -251,7 +274,7 @@ def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int]
         if runs[seed] is not None:
             continue
         if inputs is None:
-            inputs = training_inputs(cache, ds, exp, options.max_memory_gb)
+            inputs = training_inputs(cache, ds, exp, options.max_memory_gb, mix)
             _log_inputs(ds, exp, inputs, log, warn or log)
         teacher = load_teacher() if needs_teacher(exp) else None
         runs[seed] = train_seed(cache, ds, exp, seed, teacher, inputs, experiments, options.device, log=log)
@@ -260,7 +283,7 @@ def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int]
 
 
 def _log_inputs(ds: DatasetConfig, exp: Experiment, inputs: TrainInputs, log, warn) -> None:
-    log(f"{exp.name}: {len(inputs.train)} training clips of {ds.name} "
+    log(f"{exp.name}: {len(inputs.train)} training clips of {' + '.join((ds.name, *exp.train.mix))} "
         f"(left out: {inputs.train.skipped or 'none'}); validation: {inputs.val_label}")
     if inputs.neighbour_shortfall and any(inputs.neighbour_shortfall.values()):
         warn(f"{exp.name}: training clips with fewer than k={exp.loss.k} mined neighbours "
@@ -272,7 +295,7 @@ def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, in
                stop_after_epoch: int | None = None) -> dict:
     """Train one seed (resuming its checkpoints); returns its run.json summary."""
     dev = resolve_device(device)
-    model = build_encoder(exp, teacher, embedding_dim(inputs.train), seed)
+    model = build_encoder(exp, teacher, inputs.embed_dim or embedding_dim(inputs.train), seed)
     if exp.init_from is not None:
         base = experiments[exp.init_from]
         weights = weights_path(cache, base, seed)
@@ -292,10 +315,13 @@ def evaluation_clips(cache, ds: DatasetConfig, exp: Experiment, with_frames: boo
 
 
 def evaluate_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher: Callable[[], object],
-                        device: str = RUN_DEFAULTS.device) -> tuple[dict, bool]:
+                        device: str = RUN_DEFAULTS.device, mix: Sequence[DatasetConfig] = ()) -> tuple[dict, bool]:
     """The experiment's metrics document, and whether it was up to date: metrics.json is kept when it
     belongs to the current runs and no seed's final weights changed since (mtime); otherwise every
-    seed is evaluated and metrics.json rewritten. `load_teacher` is called only for the audio ViT."""
+    seed is evaluated and metrics.json rewritten. `load_teacher` is called only for the audio ViT.
+    Retrieval is measured on `ds`; a multi-head DenseAV run trained on a mixture (`mix`, the datasets
+    of `train.mix`) also gets its head split over the evaluation clips of every source (`head_split`)."""
+    _check_mix(exp, mix)
     doc = read_metrics(cache, exp)
     if doc is not None:
         stored = doc.get("weights_mtime_ns", {})
@@ -303,11 +329,42 @@ def evaluate_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher:
             return doc, True
     clips, with_text = evaluation_clips(cache, ds, exp)
     teacher = load_teacher() if needs_teacher(exp) else None
-    per_seed = {s: evaluate_seed(cache, ds, exp, s, teacher, clips, with_text, device) for s in exp.seeds}
+    sources = _head_split_sources(cache, ds, exp, clips, mix)
+    per_seed, splits = {}, {}
+    for s in exp.seeds:
+        per_seed[s], split = evaluate_seed(cache, ds, exp, s, teacher, clips, with_text, device, sources)
+        if split is not None:
+            splits[s] = split
     doc = metrics_document(exp, ds, clips, with_text, per_seed)
+    if splits:
+        doc["head_split"] = {"eval": {name: {"split": c.splits[0], "clips": len(c), "clip_ids_sha256": _ids_digest(c.clip_ids)}
+                                      for name, (_, c) in sources.items()},
+                             "per_seed": {str(s): v for s, v in splits.items()}, "summary": summarise_head_splits(splits)}
     doc["weights_mtime_ns"] = _weights_mtimes(cache, exp)
     write_metrics(cache, exp, doc)
     return doc, False
+
+
+def _head_split_sources(cache, ds: DatasetConfig, exp: Experiment, clips: ClipSet,
+                        mix: Sequence[DatasetConfig]) -> dict[str, tuple[DatasetConfig, ClipSet]]:
+    """{dataset: (config, evaluation clips)} of every training source when the run is a multi-head
+    DenseAV mixture, else {}. A mixed-in dataset's clips: `eval.size` of its `eval.split`, or of its
+    `eval.val_split` when it has no such split (SynthAV Places has train and val only)."""
+    if exp.loss.kind != "denseav" or exp.loss.heads < 2 or not mix:
+        return {}
+    sources = {ds.name: (ds, clips)}
+    for m in mix:
+        src = data_sources(cache, m, exp, with_text=False)
+        for split in dict.fromkeys((exp.eval.split, exp.eval.val_split)):
+            try:
+                sources[m.name] = (m, load_clips_cached(cache, m, src, [split], (exp.eval.size, exp.eval.seed), None))
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"{exp.path}: {m.name} has no usable clips in {exp.eval.split} or {exp.eval.val_split} "
+                             "to measure the head split on")
+    return sources
 
 
 def _weights_mtimes(cache, exp: Experiment) -> dict[str, int | None]:
@@ -323,7 +380,9 @@ def _mtime(path: Path) -> int | None:
 
 
 def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, clips: ClipSet, with_text: bool,
-                  device: str = RUN_DEFAULTS.device) -> dict:
+                  device: str = RUN_DEFAULTS.device,
+                  head_split_sources: dict[str, tuple[DatasetConfig, ClipSet]] | None = None) -> tuple[dict, dict | None]:
+    """(the seed's retrieval report on `clips`, its head split over `head_split_sources` or None)."""
     weights = weights_path(cache, exp, seed)
     if not weights.is_file():
         raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
@@ -333,10 +392,18 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
     load_encoder_weights(model, weights)
     src = data_sources(cache, ds, exp, with_text)
     normalise = normaliser(cache, ds, exp, src.layout)
-    if exp.loss.kind == "denseav":
-        return dense_retrieval_report(dense_features(model, clips, normalise, dev), exp.loss.heads, exp.loss.aggregation)
-    emb = embed_clips(model, clips, normalise, dev, audio_output(exp, clips))
-    return retrieval_report(emb, clips, exp.frames.strategy, with_text)
+    if exp.loss.kind != "denseav":
+        emb = embed_clips(model, clips, normalise, dev, audio_output(exp, clips))
+        return retrieval_report(emb, clips, exp.frames.strategy, with_text), None
+    loss = exp.loss
+    features = dense_features(model, clips, normalise, dev)
+    report = dense_retrieval_report(features, loss.heads, loss.aggregation)
+    if not head_split_sources:
+        return report, None
+    scores = {name: paired_head_scores(features if name == ds.name else dense_features(model, c, normalise, dev),
+                                       loss.heads, loss.aggregation)
+              for name, (_, c) in head_split_sources.items()}
+    return report, head_split(scores)
 
 
 def summarise_seeds(per_seed: dict[int, dict]) -> dict:
@@ -363,6 +430,7 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
         "loss": exp.loss.kind, "mode": exp.loss.mode if exp.loss.kind == "mined" else None,
         "tables": sorted(exp.table_set), "k": exp.loss.k if exp.loss.kind == "mined" else None,
         "seeds": sorted(per_seed), "fingerprints": {str(s): exp.fingerprint(s) for s in sorted(per_seed)},
+        "train_mix": list(exp.train.mix),
         "eval": {"split": exp.eval.split, "clips": len(clips), "seed": exp.eval.seed, "requested": exp.eval.size,
                  "queries": {d: first[d]["queries"] for d in first},
                  "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first},

@@ -70,6 +70,7 @@ class TrainInputs:
     val_label: str = ""
     neighbour_shortfall: dict[str, int] | None = None  # per table: training clips with fewer than k neighbours
     groups: np.ndarray | None = None  # (N,) semantic key id per training clip (SynthAV's ground truth), -1: none
+    embed_dim: int | None = None  # the teacher's embedding width when `train` holds no frame or caption embeddings
 
 
 def make_loss(exp: Experiment) -> nn.Module:
@@ -120,12 +121,12 @@ class Trainer:
             raise ValueError(f"{exp.name}: {n} training clips, fewer than one batch of {b}; lower batch_size")
         if exp.loss.kind == "mined" and inputs.neighbours is None:
             raise ValueError(f"{exp.name}: the mined loss needs neighbour tables")
-        if exp.stage == "audio_image" and inputs.train.frames is None:
+        self.dense = exp.loss.kind == "denseav"
+        if exp.stage == "audio_image" and not self.dense and inputs.train.frames is None:
             raise ValueError(f"{exp.name}: audio-image training needs the teacher's frame embeddings")
         if exp.stage == "audio_text" and inputs.train.captions is None:
             raise ValueError(f"{exp.name}: audio-text fine-tuning needs the teacher's caption embeddings")
         self.steps_per_epoch = n // b
-        self.dense = exp.loss.kind == "denseav"
         if self.dense and inputs.train.frame_jpegs is None:
             raise ValueError(f"{exp.name}: DenseAV trains on the frame cache's pixels; load the clips with frame_dir")
         enable_tf32(device)

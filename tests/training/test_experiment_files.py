@@ -176,6 +176,13 @@ RULES = [
      "dense.train_image must be lora, aligner or frozen, got 'full'"),
     ("denseav window on davenet", _with(loss__kind="denseav", model__kind="davenet"),
      "dense.random_window silences FBANK frames"),
+    ("mix names the dataset itself", _with(train__mix=["synthav_vggsound"]),
+     "train.mix ['synthav_vggsound'] must name other datasets than synthav_vggsound, each once"),
+    ("mix twice", _with(train__mix=["synthav_places", "synthav_places"]), "must name other datasets"),
+    ("mix with mined", _with(loss__kind="mined", loss__tables=["t2t"], train__mix=["synthav_places"]),
+     "train.mix cannot be used with loss.kind mined"),
+    ("mix for audio_text", _with(stage="audio_text", train__mix=["synthav_places"]),
+     "train.mix applies to audio_image training"),
     ("unknown table", _with(loss__kind="mined", loss__tables=["org", "t2t", "a2a"]),
      "loss.tables ['a2a'] unknown"),
     ("mined with only org", _with(loss__kind="mined", loss__tables=["org"]),
@@ -347,6 +354,14 @@ def test_fingerprint_changes_with_what_determines_the_weights():
     variants = [fp, _fp(seed=1), _fp(optim__lr_weights=0.1), _fp(epochs=5), _fp(loss__k=10, **mined),
                 _fp(loss__k=5, **mined)]
     assert len(set(variants)) == len(variants)
+
+
+def test_fingerprints_of_existing_runs_survive_later_fields():
+    """Fields added after runs were made (DenseAV's, train.mix) leave those runs' fingerprints as they
+    were, so their checkpoints and metrics stay current; values pinned from before the fields existed."""
+    assert _fp() == "b0924c8680e54272"
+    assert _fp(loss__kind="denseav", loss__heads=2) == "8f0f054850dd1af2"
+    assert _fp(train__mix=["synthav_places"]) != _fp() and _fp(train__mix=[]) == _fp()
 
 
 def test_fingerprint_equal_for_equal_numbers_however_written():

@@ -1,9 +1,11 @@
 """Tiny experiments materialised end to end with Dagster on the tiny SynthAV: audio_encoder ->
 retrieval_metrics -> ablation_report, for the audio ViT (InfoNCE two seeds, mined positives in
 the mask reading, Multiframe Match), DaveNet on spoken captions (InfoNCE, and seed 000's pairs with
-the oracle table), and audio-text fine-tuning from a checkpoint."""
+the oracle table), audio-text fine-tuning from a checkpoint, and DenseAV (one head, scored for
+localisation; two heads on VGGSound + Places speech, with the head split)."""
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 import numpy as np
@@ -14,8 +16,10 @@ import yaml
 
 from assets.caches.fbank_stats import load_fbank_stats
 from assets.ingest.dataset_config import load_datasets
+from assets.training.dense_evaluation import DENSE_SIMILARITY, dense_features
 from assets.training.experiments import load_all_experiments
-from assets.training.runs import build_encoder, evaluation_clips, read_metrics, run_dir
+from assets.training.head_split import head_split, paired_head_scores
+from assets.training.runs import build_encoder, evaluation_clips, normaliser, read_metrics, run_dir
 from assets.training.trainer import FINAL_WEIGHTS, load_encoder_weights
 from pipelines.definitions import build_definitions
 from pipelines.resources import ClipTeacherResource
@@ -23,6 +27,8 @@ from pipelines.resources import ClipTeacherResource
 TINY_VIT = {"kind": "audio_vit", "patch": [32, 32], "stride": [32, 32], "layers": 1}
 COMMON = {"optim": {"optimizer": "adamw", "lr_weights": 1e-3, "lr_biases": 1e-3, "warmup_epochs": 1},
           "epochs": 2, "batch_size": 8, "train": {"splits": ["train"]}, "eval": {"split": "test", "val_size": 4}}
+DENSE_LOSS = {"kind": "denseav", "heads": 1, "code_dim": 16, "regularisers": {"samples": 4}}
+DENSE = {"time_pools": 1, "image_pool": 1, "aligner_warmup_steps": 2}
 EXPERIMENTS = {
     "t_base": {"dataset": "synthav_vggsound", "model": TINY_VIT, "seeds": [0, 1]},
     "t_mined": {"dataset": "synthav_vggsound", "model": TINY_VIT,
@@ -33,6 +39,9 @@ EXPERIMENTS = {
     "t_multi": {"dataset": "synthav_vggsound", "model": TINY_VIT, "frames": {"strategy": "multiframe"}},
     "t_speech": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625}, "batch_size": 4,
                  "eval": {"split": "val"}},
+    "t_dense": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": DENSE_LOSS, "dense": DENSE},
+    "t_dense_mix": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {**DENSE_LOSS, "heads": 2},
+                    "dense": DENSE, "train": {"splits": ["train"], "mix": ["synthav_places"]}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -149,6 +158,50 @@ def test_speech_and_multiframe_metrics(trained):
     assert set(checks) == {"r10_at_least_5x_chance"}
 
 
+def test_denseav_runs_score_with_their_own_similarity_and_localise(trained):
+    defs, instance, cache, runs = trained
+    experiments = load_all_experiments()
+    doc = read_metrics(cache, experiments["t_dense"])
+    assert doc["eval"]["audio_image_similarity"] == DENSE_SIMILARITY and set(doc["summary"]) == {"A->I", "I->A"}
+    assert "head_split" not in doc  # one head, one dataset
+    run = defs.resolve_job_def("localisation_job").execute_in_process(instance=instance, partition_key="t_dense")
+    assert run.success
+    loc = json.loads((cache.experiment_dir("t_dense") / "localisation.json").read_text())
+    assert loc["maps"] == ["head_1", "combined"] and loc["seeds"] == [0]
+    for metrics in loc["per_seed"]["0"].values():
+        assert 0.0 <= metrics["cIoU"] <= 1.0 and 0.0 < metrics["pixel_AP"] <= 1.0
+    assert (cache.experiment_dir("t_dense") / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_denseav_mixture_trains_on_both_datasets_and_reports_its_head_split(trained):
+    """The 2-head run reads VGGSound's and Places' training clips together; its metrics carry the
+    head split over both sources' evaluation clips, equal to one computed here from its weights."""
+    _, _, cache, runs = trained
+    exp = load_all_experiments()["t_dense_mix"]
+    datasets = {d.name: d for d in load_datasets()}
+    alone = _meta(runs["t_dense"], ["experiments", "audio_encoder"])["train_clips"]
+    places = _meta(runs["t_speech"], ["experiments", "audio_encoder"])["train_clips"]
+    assert _meta(runs["t_dense_mix"], ["experiments", "audio_encoder"])["train_clips"] == alone + places
+    doc = read_metrics(cache, exp)
+    split = doc["head_split"]
+    assert doc["train_mix"] == ["synthav_places"] and split["summary"]["sources"] == ["synthav_vggsound", "synthav_places"]
+    assert split["eval"]["synthav_places"]["split"] == "val"  # Places has no test split
+    teacher = ClipTeacherResource.from_env(cache).load()
+    model = build_encoder(exp, teacher, 128, 0)
+    load_encoder_weights(model, run_dir(cache, exp, 0) / FINAL_WEIGHTS)
+    ds = datasets["synthav_vggsound"]
+    normalise = normaliser(cache, ds, exp, "frames,bins")
+    scores = {}
+    for name, split_name in (("synthav_vggsound", "test"), ("synthav_places", "val")):
+        clips, _ = evaluation_clips(cache, datasets[name], replace(exp, eval=replace(exp.eval, split=split_name)))
+        scores[name] = paired_head_scores(dense_features(model, clips, normalise, torch.device("cpu")), 2, "misa")
+        assert split["eval"][name]["clips"] == len(clips)
+    expected = head_split(scores)
+    got = split["per_seed"]["0"]
+    assert np.allclose(got["act"], expected["act"], atol=1e-5) and got["act_dis"] == pytest.approx(expected["act_dis"], abs=1e-5)
+    assert 0.5 <= got["act_dis"] <= 1.0 and np.shape(got["ap"]) == (2, 2)
+
+
 def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     defs, instance, cache, runs = trained
     again = defs.resolve_job_def("experiment_job").execute_in_process(instance=instance, partition_key="t_mined")
@@ -167,6 +220,9 @@ def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     assert "| t_mined | random | mask | 3 | ✓ | ✓ | ✗ | ✓ | ✗ | ✗ |" in md
     assert "t_mined vs t_base" in md
     assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    mix = next(r for r in table if r["experiment"] == "t_dense_mix")
+    assert mix["train_mix"] == ["synthav_places"] and 50.0 <= mix["Act.Dis"] <= 100.0
+    assert "| t_dense_mix (+ synthav_places) |" in md and "Act.Dis" in md
 
 
 def test_clip_loading_joins_caches_and_reads_features_in_place(mined_caches, tmp_path):

@@ -144,7 +144,9 @@ def test_report_row_percent_and_flags():
         for k in ("R@1", "R@5", "R@10", "median_rank"):
             assert row[f"{d} {k}"] is None and row[f"{d} {k} std"] is None
     assert row["chance R@10"] == 4.0  # 100 x the larger of 0.02 and 0.04
-    assert len(row) == 12 + 6 + 6 * 4 * 2 + 1 and row["tags"] == []  # identity (with mode), 6 tables (with oracle), 6 directions
+    # identity (with mode and train_mix), 6 tables (with oracle), 6 directions, chance, Act.Dis and its std
+    assert len(row) == 13 + 6 + 6 * 4 * 2 + 1 + 2 and row["tags"] == [] and row["train_mix"] == []
+    assert row["Act.Dis"] is None
 
 
 def test_report_rows_flags_from_metrics_documents_and_order():
