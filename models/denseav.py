@@ -109,19 +109,28 @@ class DenseAV(nn.Module):
         aligned = self.audio_aligner(feats, cls)
         return aligned, resize_mask(mask, aligned.shape[-1])
 
-    def image_features(self, frames: torch.Tensor, train_backbone: bool = True) -> torch.Tensor:
+    def image_features(self, frames: torch.Tensor | None, train_backbone: bool = True,
+                       image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Aligned image features of frames (B, S, S, 3) uint8, or of the tower's tokens (B, width, gh, gw)
+        read from the patch-token cache (only when the tower does not learn)."""
         grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad and train_backbone and self.train_image == "lora"):
-            tokens = self.image_backbone(frames)
+        if image_tokens is not None:
+            if self.train_image == "lora":
+                raise ValueError("cached patch tokens cannot train LoRA on the image tower; use train_image aligner or frozen")
+            tokens = image_tokens.float()
+        else:
+            with torch.set_grad_enabled(grad and train_backbone and self.train_image == "lora"):
+                tokens = self.image_backbone(frames)
         with torch.set_grad_enabled(grad and self.train_image != "frozen"):
             aligned = self.image_aligner(tokens)
         if self.training and self.image_pool > 1:
             aligned = F.avg_pool2d(aligned, self.image_pool)
         return aligned
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor,
-                train_backbones: bool = True, starts: torch.Tensor | None = None) -> DenseFeatures:
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, frames: torch.Tensor | None,
+                train_backbones: bool = True, starts: torch.Tensor | None = None,
+                image_tokens: torch.Tensor | None = None) -> DenseFeatures:
         """audio (B, ...) as the backbone takes it, its frames [starts, lengths) audio (B,) each,
-        frames (B, S, S, 3) uint8."""
+        frames (B, S, S, 3) uint8 (or, instead, the tower's cached `image_tokens`)."""
         feats, mask = self.audio_features(audio, lengths, train_backbones, starts)
-        return DenseFeatures(feats, mask, self.image_features(frames, train_backbones))
+        return DenseFeatures(feats, mask, self.image_features(frames, train_backbones, image_tokens))

@@ -35,6 +35,7 @@ from assets.caches.audio_cache_rows import feature_array, features_metadata
 from assets.caches.fbank_stats import Normaliser
 from assets.caches.video_frames import decode_jpeg
 from assets.mining.embedding_store import read_embeddings
+from assets.training.patch_token_cache import PatchTokens
 from losses.frame_matching import eval_frame_index
 
 
@@ -81,6 +82,7 @@ class ClipSet:
     caption_texts: list[list[str]] | None = None
     skipped: dict[str, int] = field(default_factory=dict)  # why clips of the splits were left out
     frame_jpegs: list[list[bytes]] | None = None  # per clip the frame cache's L JPEG crops (dense methods)
+    patch_tokens: PatchTokens | None = None  # the teacher's tokens of those frames (DenseAV's patch-token cache)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -95,7 +97,8 @@ class ClipSet:
                        self.lengths[index], None if self.frames is None else self.frames[index],
                        None if self.captions is None else [self.captions[i] for i in index],
                        None if self.caption_texts is None else [self.caption_texts[i] for i in index], dict(self.skipped),
-                       None if self.frame_jpegs is None else [self.frame_jpegs[i] for i in index])
+                       None if self.frame_jpegs is None else [self.frame_jpegs[i] for i in index],
+                       None if self.patch_tokens is None else self.patch_tokens.take(index))
 
 
 def concat_clips(parts: list[tuple[str, ClipSet]], frame_embeddings: bool = True) -> ClipSet:
@@ -105,7 +108,7 @@ def concat_clips(parts: list[tuple[str, ClipSet]], frame_embeddings: bool = True
     part is, else each part is read in place from its own cache. `frame_embeddings`: keep the
     teacher's frame embeddings, which needs one frame count L (SynthAV Places has 1 frame per
     clip, VGGSound 4); False drops them, for methods that read pixels instead (DenseAV).
-    Captions and frame JPEGs are kept when every part has them. `skipped` reasons are prefixed
+    Captions, frame JPEGs and patch tokens are kept when every part has them. `skipped` reasons are prefixed
     with the dataset's name."""
     if not parts:
         raise ValueError("concat_clips needs at least one clip set")
@@ -138,7 +141,8 @@ def concat_clips(parts: list[tuple[str, ClipSet]], frame_embeddings: bool = True
                    [x for _, c in parts for x in c.captions] if every("captions") else None,
                    [x for _, c in parts for x in c.caption_texts] if every("caption_texts") else None,
                    {f"{name}: {reason}": n for name, c in parts for reason, n in c.skipped.items()},
-                   [x for _, c in parts for x in c.frame_jpegs] if every("frame_jpegs") else None)
+                   [x for _, c in parts for x in c.frame_jpegs] if every("frame_jpegs") else None,
+                   PatchTokens.concat([c.patch_tokens for _, c in parts]) if every("patch_tokens") else None)
 
 
 def _in_memory_as_shard(features: np.ndarray) -> ShardedFeatures:
@@ -345,12 +349,13 @@ class Batch:
     captions: torch.Tensor | None  # (B, D): one caption per clip (chosen by the loader's generator)
     pixels: torch.Tensor | None = None  # (B, S, S, 3) uint8: one cached frame per clip (`frame_pick`)
     starts: torch.Tensor | None = None  # (B,) first audio frame (DenseAV's random window; None: 0)
+    image_tokens: torch.Tensor | None = None  # (B, width, gh, gw): that frame's cached patch tokens, instead of pixels
 
     def to(self, device: torch.device) -> "Batch":
         nb = device.type == "cuda"
         move = (lambda t: None if t is None else t.to(device, non_blocking=nb))
         return Batch(self.index, move(self.audio), move(self.lengths), move(self.frames), move(self.captions),
-                     move(self.pixels), move(self.starts))
+                     move(self.pixels), move(self.starts), move(self.image_tokens))
 
 
 class BatchLoader:
@@ -359,7 +364,8 @@ class BatchLoader:
     `caption_seed`: clips with several captions get one picked at random per batch (a seeded
     generator per batch, so the pick does not depend on thread timing). `frame_pick` (clips with
     `frame_jpegs`): decode one cached frame per clip into `Batch.pixels`, `random` (seeded the
-    same way) or `eval` (VIP-ANT's evaluation frame, ceil(L/2) - 1)."""
+    same way) or `eval` (VIP-ANT's evaluation frame, ceil(L/2) - 1); clips with `patch_tokens`
+    get the same frame's cached tokens in `Batch.image_tokens` instead (no decoding)."""
 
     def __init__(self, clips: ClipSet, order: np.ndarray, batch_size: int, normalise: Normaliser,
                  caption_seed: int = 0, drop_last: bool = True, workers: int = 1, prefetch: int = 4,
@@ -391,19 +397,27 @@ class BatchLoader:
         if c.captions is not None:
             rng = np.random.default_rng((self.caption_seed, b))
             captions = torch.from_numpy(np.stack([c.captions[i][rng.integers(len(c.captions[i]))] for i in idx]))
-        pixels = self._pixels(idx, b) if self.frame_pick is not None else None
-        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions, pixels)
+        pixels = tokens = None
+        if self.frame_pick is not None:
+            picks = self._frame_picks(idx, b)
+            if c.patch_tokens is not None:
+                tokens = torch.from_numpy(c.patch_tokens.gather(idx, picks).astype(np.float32))
+            else:
+                pixels = torch.from_numpy(np.stack([decode_jpeg(c.frame_jpegs[i][p]) for i, p in zip(idx, picks)]))
+        batch = Batch(torch.from_numpy(idx), audio, torch.from_numpy(c.lengths[idx]), frames, captions, pixels,
+                      image_tokens=tokens)
         if self.pin:
             batch = Batch(batch.index, *(None if t is None else t.pin_memory()
-                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions, batch.pixels)))
+                                         for t in (batch.audio, batch.lengths, batch.frames, batch.captions, batch.pixels)),
+                          image_tokens=None if tokens is None else tokens.pin_memory())
         return batch
 
-    def _pixels(self, idx: np.ndarray, b: int) -> torch.Tensor:
+    def _frame_picks(self, idx: np.ndarray, b: int) -> np.ndarray:
+        """Which cached frame of each clip the batch shows: seeded per batch (`random`) or the evaluation frame."""
         jpegs = self.clips.frame_jpegs
         rng = np.random.default_rng((self.caption_seed, b, 1))
-        picks = [rng.integers(len(jpegs[i])) if self.frame_pick == "random" else eval_frame_index(len(jpegs[i]))
-                 for i in idx]
-        return torch.from_numpy(np.stack([decode_jpeg(jpegs[i][p]) for i, p in zip(idx, picks)]))
+        return np.asarray([rng.integers(len(jpegs[i])) if self.frame_pick == "random" else eval_frame_index(len(jpegs[i]))
+                           for i in idx], np.int64)
 
     def __iter__(self) -> Iterator[Batch]:
         self.wait_seconds = 0.0

@@ -102,6 +102,9 @@ class DenseSpec:
     lora_rank: int = 8
     lora_alpha: float = 32.0
     random_window: bool = True  # extra_audio_masking: half the clips keep a random window, the rest silenced (audio ViT)
+    # train on the teacher's patch tokens cached per shard (assets/training/patch_token_cache.py) instead of running
+    # the image tower on decoded frames every step; only when the tower does not learn (train_image aligner | frozen)
+    patch_token_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class Experiment:
             d["optim"].pop("clip_grad_per_tensor")
         if not self.train.mix:  # added with the mixture: single-dataset runs keep their fingerprints
             d["train"].pop("mix")
+        if "dense" in d and not self.dense.patch_token_cache:
+            d["dense"].pop("patch_token_cache")
         d["seed"] = seed
         if self.base is not None:
             d["base"] = self.base.fingerprint(seed)
@@ -374,6 +379,9 @@ def _validate_denseav(exp: Experiment, fail) -> None:
             fail(f"dense.{name} must be >= 1, got {value}")
     if dense.random_window and exp.model.kind != "audio_vit":
         fail("dense.random_window silences FBANK frames; it applies to the audio ViT only (set it false for davenet)")
+    if dense.patch_token_cache and dense.train_image == "lora":
+        fail("dense.patch_token_cache needs dense.train_image aligner or frozen: with LoRA the tower's tokens change "
+             "every step")
     if dense.aligner_warmup_steps < 0:
         fail(f"dense.aligner_warmup_steps must be >= 0, got {dense.aligner_warmup_steps}")
 

@@ -21,6 +21,7 @@ The evaluation subset: `eval.size` clips of `eval.split` (seeded; all of them wh
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ from assets.training.dense_evaluation import DENSE_SIMILARITY, dense_features, d
 from assets.training.evaluation import COMMON_PROTOCOL, SIMILARITY_NAMES, embed_clips, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.head_split import head_split, paired_head_scores, summarise_head_splits
+from assets.training.patch_token_cache import TOKENS_DIR, load_patch_tokens
 from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, audio_output, load_encoder_weights
 from models.audio_encoder import build_audio_encoder
 from models.clip_patch_tokens import ImagePatchTokens
@@ -143,21 +145,24 @@ def load_clips_cached(cache, ds: DatasetConfig, src: "DataSources", splits, subs
 
 
 def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float | None = None,
-                    mix: Sequence[DatasetConfig] = ()) -> TrainInputs:
+                    mix: Sequence[DatasetConfig] = (), load_teacher: Callable[[], object] | None = None,
+                    device: str = RUN_DEFAULTS.device, log: Callable[[str], None] = print) -> TrainInputs:
     """What every seed of `exp` trains on. `mix`: the datasets `train.mix` names, whose clips of the
     same splits are appended (`concat_clips`); all of them are normalised with `ds`'s statistics
     (or `train.fbank_stats_from`), validation stays on `ds`, and semantic keys are kept per dataset
-    (a key of one dataset never groups with another's)."""
+    (a key of one dataset never groups with another's). `dense.patch_token_cache`: the clips carry
+    the teacher's patch tokens of their frames, built per shard where missing (`load_teacher`)."""
     _check_mix(exp, mix)
     src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
     subset = (exp.train.max_clips, exp.train.subset_seed)
-    train = load_clips_cached(cache, ds, src, exp.train.splits, subset, memory_gb)
-    embed_dim = embedding_dim(train)
-    if mix:
-        parts = [(ds.name, train)] + [
-            (m.name, load_clips_cached(cache, m, data_sources(cache, m, exp, with_text=False), exp.train.splits,
-                                       subset, memory_gb)) for m in mix]
-        train = concat_clips(parts, frame_embeddings=exp.loss.kind != "denseav")
+    own = load_clips_cached(cache, ds, src, exp.train.splits, subset, memory_gb)
+    embed_dim = embedding_dim(own)
+    parts = [(ds.name, own)] + [
+        (m.name, load_clips_cached(cache, m, data_sources(cache, m, exp, with_text=False), exp.train.splits,
+                                   subset, memory_gb)) for m in mix]
+    if exp.loss.kind == "denseav" and exp.dense.patch_token_cache:
+        parts = _with_patch_tokens(cache, parts, load_teacher, device, log)
+    train = concat_clips(parts, frame_embeddings=exp.loss.kind != "denseav") if len(parts) > 1 else parts[0][1]
     neighbours = shortfall = None
     if exp.loss.kind == "mined":
         neighbours = _neighbour_inputs(cache, ds, exp, train)
@@ -166,9 +171,24 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
     for d in (ds, *mix):
         keys.update({cid: f"{d.name}/{key}" for cid, key in (load_semantic_keys(d) or {}).items()})
     groups = group_ids(train.clip_ids, keys) if keys else None
-    val, label = _validation_clips(cache, ds, src, exp, train)
+    val, label = _validation_clips(cache, ds, src, exp, own)
     return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups,
                        embed_dim)
+
+
+def _with_patch_tokens(cache, parts: list[tuple[str, ClipSet]], load_teacher: Callable[[], object] | None, device: str, log) -> list[tuple[str, ClipSet]]:
+    """Each part with its clips' cached patch tokens (`assets.training.patch_token_cache`)."""
+    if load_teacher is None:
+        raise ValueError("dense.patch_token_cache needs the teacher to build the token cache")
+    teacher = load_teacher()
+    tower = ImagePatchTokens(teacher.model.visual, teacher.mean, teacher.std)
+    out = []
+    for name, clips in parts:
+        base = cache.dataset_dir(name)
+        tokens = load_patch_tokens(clips.clip_ids, base / "frame_cache", base / TOKENS_DIR, tower, teacher.describe(),
+                                   resolve_device(device), log)
+        out.append((name, dataclasses.replace(clips, patch_tokens=tokens)))
+    return out
 
 
 def _check_mix(exp: Experiment, mix: Sequence[DatasetConfig]) -> None:
@@ -274,7 +294,7 @@ def train_experiment(cache, ds: DatasetConfig, exp: Experiment, seeds: list[int]
         if runs[seed] is not None:
             continue
         if inputs is None:
-            inputs = training_inputs(cache, ds, exp, options.max_memory_gb, mix)
+            inputs = training_inputs(cache, ds, exp, options.max_memory_gb, mix, load_teacher, options.device, log)
             _log_inputs(ds, exp, inputs, log, warn or log)
         teacher = load_teacher() if needs_teacher(exp) else None
         runs[seed] = train_seed(cache, ds, exp, seed, teacher, inputs, experiments, options.device, log=log)

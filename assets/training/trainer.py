@@ -148,7 +148,8 @@ class Trainer:
     def _encode(self, batch: Batch):
         if self.dense:
             warm = self.scheduler.last_epoch >= self.exp.dense.aligner_warmup_steps  # steps taken, restored on resume
-            return self.modules["encoder"](batch.audio, batch.lengths, batch.pixels, train_backbones=warm, starts=batch.starts)
+            return self.modules["encoder"](batch.audio, batch.lengths, batch.pixels, train_backbones=warm, starts=batch.starts,
+                                           image_tokens=batch.image_tokens)
         return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
     def _loss(self, audio, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
@@ -309,7 +310,7 @@ class Trainer:
 def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
     pick = (lambda t: None if t is None else t[idx.to(t.device)])
     return Batch(batch.index[idx], pick(batch.audio), pick(batch.lengths), pick(batch.frames), pick(batch.captions),
-                 pick(batch.pixels), pick(batch.starts))
+                 pick(batch.pixels), pick(batch.starts), pick(batch.image_tokens))
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:

@@ -183,6 +183,8 @@ RULES = [
      "train.mix cannot be used with loss.kind mined"),
     ("mix for audio_text", _with(stage="audio_text", train__mix=["synthav_places"]),
      "train.mix applies to audio_image training"),
+    ("token cache with LoRA", _with(loss__kind="denseav", dense__patch_token_cache=True),
+     "dense.patch_token_cache needs dense.train_image aligner or frozen"),
     ("unknown table", _with(loss__kind="mined", loss__tables=["org", "t2t", "a2a"]),
      "loss.tables ['a2a'] unknown"),
     ("mined with only org", _with(loss__kind="mined", loss__tables=["org"]),

@@ -41,7 +41,8 @@ EXPERIMENTS = {
                  "eval": {"split": "val"}},
     "t_dense": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": DENSE_LOSS, "dense": DENSE},
     "t_dense_mix": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {**DENSE_LOSS, "heads": 2},
-                    "dense": DENSE, "train": {"splits": ["train"], "mix": ["synthav_places"]}},
+                    "dense": {**DENSE, "train_image": "aligner", "patch_token_cache": True},
+                    "train": {"splits": ["train"], "mix": ["synthav_places"]}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -174,14 +175,17 @@ def test_denseav_runs_score_with_their_own_similarity_and_localise(trained):
 
 
 def test_denseav_mixture_trains_on_both_datasets_and_reports_its_head_split(trained):
-    """The 2-head run reads VGGSound's and Places' training clips together; its metrics carry the
-    head split over both sources' evaluation clips, equal to one computed here from its weights."""
+    """The 2-head run reads VGGSound's and Places' training clips together (the image tower's tokens
+    from the patch-token cache of each); its metrics carry the head split over both sources'
+    evaluation clips, equal to one computed here from its weights."""
     _, _, cache, runs = trained
     exp = load_all_experiments()["t_dense_mix"]
     datasets = {d.name: d for d in load_datasets()}
     alone = _meta(runs["t_dense"], ["experiments", "audio_encoder"])["train_clips"]
     places = _meta(runs["t_speech"], ["experiments", "audio_encoder"])["train_clips"]
     assert _meta(runs["t_dense_mix"], ["experiments", "audio_encoder"])["train_clips"] == alone + places
+    for name in ("synthav_vggsound", "synthav_places"):
+        assert list((cache.dataset_dir(name) / "clip_patch_tokens").glob("*/*.npy"))
     doc = read_metrics(cache, exp)
     split = doc["head_split"]
     assert doc["train_mix"] == ["synthav_places"] and split["summary"]["sources"] == ["synthav_vggsound", "synthav_places"]
