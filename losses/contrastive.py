@@ -10,6 +10,9 @@
   row's loss is the mean over its positives of -log softmax (Khosla et al.'s supervised
   contrastive form): a mined positive is pulled towards the query instead of pushed away.
   With only the diagonal marked it equals `SymmetricInfoNCE`.
+- `SharedImageInfoNCE`: SpeechCLIP's `MaskedContrastiveLoss` (avssl/module/losses.py): the
+  symmetric InfoNCE with the other pairs of the batch that show the same image (several spoken
+  captions of one picture) left out of both denominators, neither negatives nor positives.
 
 nn.Modules with no I/O; inputs are similarity matrices (cosine), so the frame-matching
 strategies (`losses.frame_matching`) plug in unchanged.
@@ -69,6 +72,19 @@ class MultiPositiveInfoNCE(_LearnableTemperature):
         pos = positives | eye
         logits = self.scale() * similarity
         return 0.5 * (_mean_positive_nll(logits, pos) + _mean_positive_nll(logits.T, pos.T))
+
+
+class SharedImageInfoNCE(_LearnableTemperature):
+    def forward(self, similarity: torch.Tensor, same_image: torch.Tensor) -> torch.Tensor:
+        """similarity: (B, B) cosine, row i's true key column i; same_image: (B, B) bool, pairs
+        (i, j) whose images are the same picture (the diagonal is always kept)."""
+        _check_square(similarity)
+        if same_image.shape != similarity.shape or same_image.dtype != torch.bool:
+            raise ValueError(f"same_image must be a {tuple(similarity.shape)} bool mask, got "
+                             f"{tuple(same_image.shape)} {same_image.dtype}")
+        eye = torch.eye(len(similarity), dtype=torch.bool, device=similarity.device)
+        logits = (self.scale() * similarity).masked_fill(same_image & ~eye, float("-inf"))
+        return symmetric_cross_entropy(logits)
 
 
 def _mean_positive_nll(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -160,3 +160,33 @@ def test_multiframe_is_the_cosine_of_the_flattened_embeddings():
             assert sim[p, q].item() == pytest.approx((fa @ fi / (fa.norm() * fi.norm())).item(), abs=1e-6)
     with pytest.raises(ValueError, match="must both be"):
         multiframe_similarity(a, i[:, :2])
+
+
+def _reference_masked_contrastive(feat_a, feat_b, index, scale):
+    """SpeechCLIP's MaskedContrastiveLoss.forward (avssl/module/losses.py), dcl off, both directions."""
+    index = index.unsqueeze(1)
+    neg_mask = index != index.t()
+    pos_mask = torch.eye(len(feat_a), dtype=torch.bool)
+    neg_mask[pos_mask] = True
+    logits = feat_a @ feat_b.t() * scale
+    pos_logits = logits[pos_mask]
+    exp_logits = logits.exp() * neg_mask.float()
+    loss_a2b = (-pos_logits + torch.log(exp_logits.sum(1))).mean()
+    loss_b2a = (-pos_logits + torch.log(exp_logits.sum(0))).mean()
+    return (loss_a2b + loss_b2a) / 2
+
+
+def test_shared_image_infonce_matches_speechclips_masked_loss():
+    from losses.contrastive import SharedImageInfoNCE
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 5, generator=gen, dtype=torch.float64), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(6, 5, generator=gen, dtype=torch.float64), dim=-1)
+    image = torch.tensor([0, 1, 0, 2, 1, 3])  # clips 0 and 2, 1 and 4 are captions of one picture
+    loss = SharedImageInfoNCE(temperature=0.07, learnable=False).double()
+    got = loss(a @ b.T, image[:, None] == image[None, :])
+    assert got.item() == pytest.approx(_reference_masked_contrastive(a, b, image, loss.scale().item()).item(), rel=1e-10)
+    # with every image distinct it is the plain symmetric InfoNCE
+    plain = SymmetricInfoNCE(temperature=0.07, learnable=False).double()(a @ b.T)
+    assert loss(a @ b.T, torch.eye(6, dtype=torch.bool)).item() == pytest.approx(plain.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="same_image must be a"):
+        loss(a @ b.T, image[:, None] == image[None, :2])

@@ -1,0 +1,218 @@
+"""Cascaded SpeechCLIP (seed 003; Shih et al. 2022, reference code github `atosystem/SpeechCLIP`):
+speech mapped to K keywords in CLIP's token space and read through CLIP's frozen text encoder
+(the cascaded branch), and a global speech embedding (the parallel branch), both matched
+against CLIP's image embeddings.
+
+As the reference computes it (avssl/model/kwClip.py, speechclip_c_modules/, clip_official.py):
+
+- `WeightedLayerSum`: the featurizer's hidden states mixed with softmax(w), w initialised to
+  zeros (a uniform mix at the start); `normalize` (the large configs) puts a non-affine
+  LayerNorm on every state first (`weighted_sum.py`).
+- `CascadedBranch`: K learned keyword vectors (N(0, 1)) prepended to the frames; one
+  single-head self-attention with dropout 0.1 on the attention weights, residual and LayerNorm,
+  no feed-forward (`MultiheadAttentionAndNorm`; the configs' n_layers / dim_feedforward are
+  ignored by the reference, and so not offered here); padding frames masked, keywords and
+  frames attending to each other; the first K outputs through one Linear to CLIP's token
+  width; `KeywordBatchNorm`; the cosine of every keyword with every row of the token table;
+  the pad, start and end tokens excluded (-inf); `straight_through_one_hot` at temperature
+  0.1; the one-hot times the table, so each keyword is exactly a token embedding.
+- `encode_keywords`: [start, kw_1 .. kw_K, end, pad ...] through the frozen text transformer
+  (its causal mask), `ln_final`, the output at position K + 1 (the end token) through
+  `text_projection` (`clip_official.encode_keywords`).
+- `ParallelBranch`: a learned class token, one post-norm `nn.TransformerEncoderLayer` (8
+  heads, feed-forward 4 x width, GELU, dropout 0.1) and a final LayerNorm; the class output
+  through one Linear to CLIP's embedding width.
+
+The token table is the teacher's own `token_embedding.weight`, read at every call (never
+copied), restricted to `token_ids`: the reference's "reduced" table is every BPE id that occurs
+in the dataset's tokenised captions, specials included, most frequent first
+(`caption_vocabulary`); None uses the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KEYWORD_TEMPERATURE = 0.1  # SimpleVectorQuantizer temp "fixed=0.1"
+BN_INITS = ("per_dimension", "reference")
+
+
+class WeightedLayerSum(nn.Module):
+    def __init__(self, layers: int, normalize: bool = False):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(layers))
+        self.normalize = normalize
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`layers` tensors (B, T, C) -> (B, T, C)."""
+        if len(states) != len(self.weights):
+            raise ValueError(f"expected {len(self.weights)} hidden states, got {len(states)}")
+        x = torch.stack(list(states), dim=0)
+        if self.normalize:
+            x = F.layer_norm(x, (x.shape[-1],))
+        w = torch.softmax(self.weights, dim=0).to(x.dtype)
+        return (w.view(-1, *[1] * (x.ndim - 1)) * x).sum(0)
+
+
+class KeywordBatchNorm(nn.Module):
+    """One BatchNorm1d over all K x D keyword dimensions (the reference's `eachKw`, `parallel`),
+    gamma initialised to the token table's per-dimension standard deviation (unbiased) and beta
+    to its mean, both learnable.
+
+    `init`: `per_dimension` gives keyword k, dimension d gamma = std[d], beta = mean[d] (what the
+    paper describes). `reference` reproduces the released code exactly: it lays the features out
+    dimension-major (d * K + k) but tiles the statistics keyword-major, so (k, d) starts from
+    std[(d * K + k) mod D] and mean[(d * K + k) mod D] (kw_bn.py `Kw_BatchNorm`, parallel=True)."""
+
+    def __init__(self, keywords: int, dim: int, mean: torch.Tensor, std: torch.Tensor, init: str = "per_dimension"):
+        super().__init__()
+        if init not in BN_INITS:
+            raise ValueError(f"init must be one of {BN_INITS}, got {init!r}")
+        self.keywords, self.dim = keywords, dim
+        self.bn = nn.BatchNorm1d(keywords * dim)
+        gamma, beta = std.detach().float().repeat(keywords), mean.detach().float().repeat(keywords)  # index k * D + d
+        if init == "reference":
+            k, d = torch.meshgrid(torch.arange(keywords), torch.arange(dim), indexing="ij")
+            source = ((d * keywords + k) % dim).reshape(-1)
+            gamma, beta = std.detach().float()[source], mean.detach().float()[source]
+        with torch.no_grad():
+            self.bn.weight.copy_(gamma)
+            self.bn.bias.copy_(beta)
+
+    def forward(self, keywords: torch.Tensor) -> torch.Tensor:
+        b = keywords.shape[0]
+        return self.bn(keywords.reshape(b, self.keywords * self.dim)).reshape(b, self.keywords, self.dim)
+
+
+def straight_through_one_hot(logits: torch.Tensor, temperature: float, training: bool) -> torch.Tensor:
+    """(..., V) scores -> (..., V): forward the hard one-hot of the argmax; in training the
+    gradient of softmax(logits / temperature) (`hard_x + x - x.detach()`), in evaluation none
+    (SimpleVectorQuantizer, no Gumbel noise)."""
+    hard = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    if not training:
+        return hard
+    soft = torch.softmax(logits / temperature, dim=-1)
+    return hard + soft - soft.detach()
+
+
+def caption_vocabulary(tokenizer, captions: Sequence[str]) -> torch.Tensor:
+    """The BPE ids of the tokenised captions (start, end and pad included, as the reference's
+    `stat_textCLIP_input.py` counts them), most frequent first (ties: lower id first)."""
+    counts: Counter = Counter()
+    tokens = tokenizer(list(captions))
+    for row in tokens.tolist():
+        counts.update(row)
+    return torch.tensor(sorted(counts, key=lambda t: (-counts[t], t)), dtype=torch.long)
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(pad, start, end) of an open_clip tokenizer."""
+    return 0, int(tokenizer.sot_token_id), int(tokenizer.eot_token_id)
+
+
+@torch.no_grad()
+def table_statistics(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and unbiased standard deviation of a (V, D) token table."""
+    return table.float().mean(0), table.float().std(0, unbiased=True)
+
+
+def encode_keywords(clip: nn.Module, keywords: torch.Tensor, start_id: int, end_id: int) -> torch.Tensor:
+    """(B, K, W) token-space vectors -> (B, E) CLIP text embeddings (unnormalised): the keywords
+    at positions 1..K between the start token and the end token (position K + 1), pad (id 0)
+    after it, through `clip`'s text transformer; the output at the end token, projected."""
+    b, k, _ = keywords.shape
+    context = clip.positional_embedding.shape[0]
+    if k + 2 > context:
+        raise ValueError(f"{k} keywords need a context of {k + 2} tokens; the text encoder has {context}")
+    text = torch.zeros(b, context, dtype=torch.long, device=keywords.device)
+    text[:, 0], text[:, k + 1] = start_id, end_id
+    cast = clip.transformer.get_cast_dtype() if hasattr(clip.transformer, "get_cast_dtype") else keywords.dtype
+    x = clip.token_embedding(text).to(cast)
+    x = torch.cat([x[:, :1], keywords.to(cast), x[:, k + 1:]], dim=1)
+    x = x + clip.positional_embedding.to(cast)
+    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    x = clip.ln_final(x)[:, k + 1]
+    proj = clip.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
+def padding_mask(lengths: torch.Tensor, prefix: int, total: int) -> torch.Tensor:
+    """(B, total) bool, True where padded: `prefix` leading tokens always valid, then lengths frames."""
+    return torch.arange(total, device=lengths.device)[None, :] >= (lengths[:, None] + prefix)
+
+
+@dataclass
+class Keywords:
+    embeddings: torch.Tensor  # (B, K, W): exactly the chosen token embeddings (straight-through in training)
+    token_ids: torch.Tensor  # (B, K) the chosen tokens' vocabulary ids
+    projected: torch.Tensor  # (B, K, W): the keyword vectors compared with the table (after the BatchNorm)
+
+
+class CascadedBranch(nn.Module):
+    def __init__(self, clip: nn.Module, feat_dim: int, token_ids: torch.Tensor | None, excluded_ids: Sequence[int],
+                 start_id: int, end_id: int, keywords: int = 8, temperature: float = KEYWORD_TEMPERATURE,
+                 batchnorm: bool = True, bn_init: str = "per_dimension", attention_dropout: float = 0.1):
+        super().__init__()
+        self.clip = [clip]  # frozen, not a submodule: its weights are the teacher's, never saved with the branch
+        width = clip.token_embedding.weight.shape[1]
+        vocab = clip.token_embedding.weight.shape[0]
+        ids = torch.arange(vocab) if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long)
+        self.register_buffer("token_ids", ids, persistent=False)
+        self.register_buffer("excluded", torch.isin(ids, torch.tensor(list(excluded_ids), dtype=torch.long)),
+                             persistent=False)
+        self.keywords, self.temperature, self.start_id, self.end_id = keywords, temperature, start_id, end_id
+        self.cls = nn.Parameter(torch.randn(1, keywords, feat_dim))
+        self.attention = nn.MultiheadAttention(feat_dim, 1, dropout=attention_dropout, batch_first=True)
+        self.norm = nn.LayerNorm(feat_dim)
+        self.proj = nn.Linear(feat_dim, width)
+        mean, std = table_statistics(self.table())
+        self.batchnorm = KeywordBatchNorm(keywords, width, mean, std, bn_init) if batchnorm else None
+
+    def table(self) -> torch.Tensor:
+        """(V, W) the (reduced) token table, gathered from the teacher's embedding each call."""
+        weight = self.clip[0].token_embedding.weight
+        return weight[self.token_ids.to(weight.device)]
+
+    def keyword_vectors(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) frames, (B,) lengths -> (B, K, W) before the table lookup."""
+        b, t, _ = frames.shape
+        src = torch.cat([self.cls.expand(b, -1, -1).to(frames.dtype), frames], dim=1)
+        mask = padding_mask(lengths.to(frames.device), self.keywords, self.keywords + t)
+        out = self.norm(self.attention(src, src, src, key_padding_mask=mask, need_weights=False)[0] + src)
+        kw = self.proj(out[:, :self.keywords])
+        return self.batchnorm(kw) if self.batchnorm is not None else kw
+
+    def select(self, vectors: torch.Tensor) -> Keywords:
+        table = self.table().to(vectors.dtype)
+        cos = F.normalize(vectors, dim=-1) @ F.normalize(table, dim=-1).T  # (B, K, V)
+        cos = cos.masked_fill(self.excluded.to(cos.device), float("-inf"))
+        one_hot = straight_through_one_hot(cos, self.temperature, self.training)
+        return Keywords(one_hot @ table, self.token_ids.to(cos.device)[one_hot.argmax(-1)], vectors)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Keywords]:
+        """-> ((B, E) CLIP text-space embedding, the keywords)."""
+        keywords = self.select(self.keyword_vectors(frames, lengths))
+        return encode_keywords(self.clip[0], keywords.embeddings, self.start_id, self.end_id), keywords
+
+
+class ParallelBranch(nn.Module):
+    def __init__(self, feat_dim: int, embed_dim: int, heads: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, feat_dim))
+        layer = nn.TransformerEncoderLayer(feat_dim, heads, 4 * feat_dim, dropout, activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, norm=nn.LayerNorm(feat_dim), enable_nested_tensor=False)
+        self.proj = nn.Linear(feat_dim, embed_dim)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        b, t, _ = frames.shape
+        src = torch.cat([self.cls.expand(b, -1, -1).to(frames.dtype), frames], dim=1)
+        out = self.encoder(src, src_key_padding_mask=padding_mask(lengths.to(frames.device), 1, t + 1))
+        return self.proj(out[:, 0])
