@@ -39,6 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.audio_vit import AudioViT
+from models.davenet import DaveNet, pooled_lengths
+from models.denseav import audio_token_mask
+
 KEYWORD_TEMPERATURE = 0.1  # SimpleVectorQuantizer temp "fixed=0.1"
 BN_INITS = ("per_dimension", "reference")
 
@@ -216,3 +220,120 @@ class ParallelBranch(nn.Module):
         src = torch.cat([self.cls.expand(b, -1, -1).to(frames.dtype), frames], dim=1)
         out = self.encoder(src, src_key_padding_mask=padding_mask(lengths.to(frames.device), 1, t + 1))
         return self.proj(out[:, 0])
+
+
+MODES = ("parallel", "cascaded", "both")
+
+
+class SpeechCLIP(nn.Module):
+    """A speech featurizer and SpeechCLIP's branches over its frames. `branches` gives each
+    trained branch's (B, E) embedding (both are trained in `both`); `forward` the one used for
+    retrieval (`retrieval`: parallel | cascaded), so the evaluation code treats it as any audio
+    encoder. The CLIP teacher (`clip`) is shared, frozen and never saved with the model; moving
+    the model moves it too.
+
+    Featurizers (`frame_features`): DaveNet's convolutional trunk on the log-mel (B, C, T / 8)
+    frames; the audio ViT's patch tokens averaged over frequency, one frame per time row; or a
+    `HubertFeaturizer` (frozen HuBERT, weighted layer sum) on waveforms."""
+
+    def __init__(self, featurizer: nn.Module, clip: nn.Module, mode: str, embed_dim: int, *,
+                 token_ids: torch.Tensor | None, excluded_ids: Sequence[int], start_id: int, end_id: int,
+                 keywords: int = 8, temperature: float = KEYWORD_TEMPERATURE, batchnorm: bool = True,
+                 bn_init: str = "per_dimension", retrieval: str | None = None):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        retrieval = retrieval or ("cascaded" if mode == "cascaded" else "parallel")
+        if mode != "both" and retrieval != mode:
+            raise ValueError(f"a {mode} model retrieves with its {mode} branch, not {retrieval}")
+        self.featurizer, self.mode, self.retrieval = featurizer, mode, retrieval
+        clip.requires_grad_(False)
+        self.clip = [clip]
+        dim = feature_dim(featurizer)
+        self.cascaded = (CascadedBranch(clip, dim, token_ids, excluded_ids, start_id, end_id, keywords, temperature,
+                                        batchnorm, bn_init) if mode in ("cascaded", "both") else None)
+        self.parallel = ParallelBranch(dim, embed_dim) if mode in ("parallel", "both") else None
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.clip[0]._apply(fn)
+        return self
+
+    def frame_features(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T', C) frames and their (B,) true counts."""
+        m = self.featurizer
+        if isinstance(m, DaveNet):
+            x = m.frames(audio).transpose(1, 2)
+            return x, pooled_lengths(lengths.to(x.device)).clamp(1, x.shape[1])
+        if isinstance(m, AudioViT):
+            rows, cols = m.grid
+            tokens = m.ln_post(m._tokens(audio))[:, 1:].reshape(audio.shape[0], rows, cols, -1).mean(2)
+            return tokens, audio_token_mask(m, lengths.to(tokens.device), rows).sum(1)
+        return m(audio, lengths)
+
+    def branches(self, audio: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        frames, n = self.frame_features(audio, lengths)
+        out = {}
+        if self.cascaded is not None:
+            out["cascaded"] = self.cascaded(frames, n)[0]
+        if self.parallel is not None:
+            out["parallel"] = self.parallel(frames, n)
+        return out
+
+    def keywords(self, audio: torch.Tensor, lengths: torch.Tensor) -> Keywords:
+        if self.cascaded is None:
+            raise ValueError("a parallel SpeechCLIP has no keywords")
+        frames, n = self.frame_features(audio, lengths)
+        return self.cascaded.select(self.cascaded.keyword_vectors(frames, n))
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        frames, n = self.frame_features(audio, lengths)
+        if self.retrieval == "cascaded":
+            return self.cascaded(frames, n)[0]
+        return self.parallel(frames, n)
+
+
+def feature_dim(featurizer: nn.Module) -> int:
+    if isinstance(featurizer, DaveNet):
+        return featurizer.conv5.out_channels
+    if isinstance(featurizer, AudioViT):
+        return featurizer.conv.out_channels
+    return int(featurizer.dim)
+
+
+HUBERT_HOP = 320  # samples per HuBERT frame at 16 kHz (20 ms)
+
+
+class HubertFeaturizer(nn.Module):
+    """SpeechCLIP's speech featurizer: a frozen HuBERT loaded from a local checkpoint directory
+    (transformers `HubertModel.from_pretrained`; nothing is downloaded), every hidden state (the
+    input to the transformer and each layer's output) mixed by a learned `WeightedLayerSum`;
+    50 frames a second, a clip of n samples keeping round(n / 320) of them as the reference.
+
+    HuBERT runs without gradients and stays in eval mode (the reference freezes it too, though
+    Lightning's train() likely turns its dropout back on); its weights are the checkpoint's and
+    are not saved with the model (only the layer weights are). Input: 16 kHz waveforms (B, S) and
+    their lengths in samples."""
+
+    def __init__(self, path: str, normalize: bool = False):
+        super().__init__()
+        from transformers import HubertModel
+        hubert = HubertModel.from_pretrained(path)
+        hubert.requires_grad_(False).eval()
+        self.hubert = [hubert]
+        self.mix = WeightedLayerSum(hubert.config.num_hidden_layers + 1, normalize)
+        self.dim = int(hubert.config.hidden_size)
+        self.takes_mask = hubert.config.feat_extract_norm == "layer"  # group-norm models expect zero padding, no mask
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.hubert[0]._apply(fn)
+        return self
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
+        with torch.no_grad():
+            out = self.hubert[0](waveform * mask, attention_mask=mask.long() if self.takes_mask else None,
+                                 output_hidden_states=True)
+        x = self.mix(out.hidden_states)
+        return x, torch.round(lengths.to(x.device).float() / HUBERT_HOP).long().clamp(1, x.shape[1])

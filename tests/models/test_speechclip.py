@@ -121,3 +121,50 @@ def test_weighted_layer_sum_starts_uniform_and_can_normalise():
     torch.testing.assert_close(mix(x), expected)
     with pytest.raises(ValueError, match="expected 4 hidden states, got 3"):
         mix(x[:3])
+
+
+def _speechclip(clip, mode, **kw):
+    from models.davenet import DaveNet
+    from models.speechclip import SpeechCLIP
+    pad, start, end = special_ids(TOKENIZER)
+    torch.manual_seed(0)
+    return SpeechCLIP(DaveNet(128, mel_bins=40, width=0.0625), clip, mode, 128, token_ids=None,
+                      excluded_ids=(pad, start, end), start_id=start, end_id=end, keywords=3, **kw)
+
+
+def test_speechclip_modes_train_their_branches_and_retrieve_with_one(clip):
+    audio, lengths = torch.randn(4, 40, 256), torch.tensor([256, 100, 180, 64])
+    both = _speechclip(clip, "both").eval()
+    with torch.no_grad():
+        out = both.branches(audio, lengths)
+        assert set(out) == {"cascaded", "parallel"} and out["parallel"].shape == (4, 128)
+        torch.testing.assert_close(both(audio, lengths), out["parallel"])  # both: parallel retrieves by default
+        kw = both.keywords(audio, lengths)
+    assert kw.token_ids.shape == (4, 3) and not set(kw.token_ids.flatten().tolist()) & {0, 49406, 49407}
+    assert set(_speechclip(clip, "cascaded").branches(audio, lengths)) == {"cascaded"}
+    assert not any(k.startswith("clip") for k in both.state_dict())  # the teacher is not saved with it
+    with pytest.raises(ValueError, match="a parallel model retrieves with its parallel branch"):
+        _speechclip(clip, "parallel", retrieval="cascaded")
+    with pytest.raises(ValueError, match="has no keywords"):
+        _speechclip(clip, "parallel").keywords(audio, lengths)
+
+
+def test_hubert_featurizer_loads_a_local_checkpoint_and_mixes_its_layers(tmp_path):
+    from transformers import HubertConfig, HubertModel
+
+    from models.speechclip import HubertFeaturizer
+    config = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                          conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    torch.manual_seed(0)
+    HubertModel(config).save_pretrained(tmp_path / "hubert")
+    featurizer = HubertFeaturizer(str(tmp_path / "hubert"))
+    wave, lengths = torch.randn(2, 16000), torch.tensor([16000, 8000])
+    frames, n = featurizer(wave, lengths)
+    assert frames.shape == (2, 49, 16) and n.tolist() == [49, 25]  # round(16000 / 320) = 50, clamped to the 49 frames
+    with torch.no_grad():
+        states = featurizer.hubert[0](wave * (torch.arange(16000) < lengths[:, None]), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(frames, sum(states) / 3)  # zero-initialised weights: the plain mean of 3 states
+    frames.sum().backward()
+    assert featurizer.mix.weights.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in featurizer.hubert[0].parameters())
+    assert list(featurizer.state_dict()) == ["mix.weights"]
