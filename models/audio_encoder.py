@@ -11,6 +11,7 @@ from torch import nn
 
 from models.audio_vit import AudioViT
 from models.davenet import DaveNet
+from models.speechclip import SpeechCLIP
 
 
 def build_audio_encoder(kind: str, visual: nn.Module | None, embed_dim: int, seed: int = 0, *,
@@ -31,5 +32,6 @@ def build_audio_encoder(kind: str, visual: nn.Module | None, embed_dim: int, see
 
 
 def takes_lengths(model: nn.Module) -> bool:
-    """DaveNet pools over the true length of each (padded) spectrogram; the ViT sees fixed-size input."""
-    return isinstance(model, DaveNet)
+    """DaveNet pools over the true length of each (padded) spectrogram, SpeechCLIP masks its padding frames;
+    the ViT sees fixed-size input."""
+    return isinstance(model, (DaveNet, SpeechCLIP))

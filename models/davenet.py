@@ -69,12 +69,16 @@ class DaveNet(nn.Module):
         x = self.pool(F.relu(self.conv4(x)))
         return F.relu(self.conv5(x)).squeeze(2)
 
-    def forward(self, logmel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, mel_bins, T) and true lengths (B,) -> (B, embed_dim) in the teacher's space."""
+    def trim(self, logmel: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """With `trim_padding`: the batch cut after its longest caption plus the receptive field."""
         if self.trim_padding and lengths is not None:
             keep = -(-(int(lengths.max()) + RECEPTIVE_MARGIN) // TIME_DOWNSAMPLE) * TIME_DOWNSAMPLE
             logmel = logmel[..., :keep]
-        x = self.frames(logmel)
+        return logmel
+
+    def forward(self, logmel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, mel_bins, T) and true lengths (B,) -> (B, embed_dim) in the teacher's space."""
+        x = self.frames(self.trim(logmel, lengths))
         if lengths is None:
             pooled = x.mean(dim=2)
         else:

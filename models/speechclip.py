@@ -169,9 +169,8 @@ class CascadedBranch(nn.Module):
         width = clip.token_embedding.weight.shape[1]
         vocab = clip.token_embedding.weight.shape[0]
         ids = torch.arange(vocab) if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long)
-        self.register_buffer("token_ids", ids, persistent=False)
-        self.register_buffer("excluded", torch.isin(ids, torch.tensor(list(excluded_ids), dtype=torch.long)),
-                             persistent=False)
+        self.register_buffer("token_ids", ids)  # saved with the weights: a loaded model uses its training vocabulary
+        self.register_buffer("excluded_ids", torch.tensor(list(excluded_ids), dtype=torch.long), persistent=False)
         self.keywords, self.temperature, self.start_id, self.end_id = keywords, temperature, start_id, end_id
         self.cls = nn.Parameter(torch.randn(1, keywords, feat_dim))
         self.attention = nn.MultiheadAttention(feat_dim, 1, dropout=attention_dropout, batch_first=True)
@@ -179,6 +178,12 @@ class CascadedBranch(nn.Module):
         self.proj = nn.Linear(feat_dim, width)
         mean, std = table_statistics(self.table())
         self.batchnorm = KeywordBatchNorm(keywords, width, mean, std, bn_init) if batchnorm else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "token_ids")
+        if saved is not None and saved.shape != self.token_ids.shape:  # built with another vocabulary: take the saved one
+            self.token_ids = torch.empty_like(saved, device=self.token_ids.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def table(self) -> torch.Tensor:
         """(V, W) the (reduced) token table, gathered from the teacher's embedding each call."""
@@ -197,7 +202,7 @@ class CascadedBranch(nn.Module):
     def select(self, vectors: torch.Tensor) -> Keywords:
         table = self.table().to(vectors.dtype)
         cos = F.normalize(vectors, dim=-1) @ F.normalize(table, dim=-1).T  # (B, K, V)
-        cos = cos.masked_fill(self.excluded.to(cos.device), float("-inf"))
+        cos = cos.masked_fill(torch.isin(self.token_ids, self.excluded_ids).to(cos.device), float("-inf"))
         one_hot = straight_through_one_hot(cos, self.temperature, self.training)
         return Keywords(one_hot @ table, self.token_ids.to(cos.device)[one_hot.argmax(-1)], vectors)
 
@@ -263,7 +268,7 @@ class SpeechCLIP(nn.Module):
         """(B, T', C) frames and their (B,) true counts."""
         m = self.featurizer
         if isinstance(m, DaveNet):
-            x = m.frames(audio).transpose(1, 2)
+            x = m.frames(m.trim(audio, lengths)).transpose(1, 2)
             return x, pooled_lengths(lengths.to(x.device)).clamp(1, x.shape[1])
         if isinstance(m, AudioViT):
             rows, cols = m.grid

@@ -39,13 +39,15 @@ from losses.dense_similarity import AGGREGATIONS, HEAD_AGGREGATIONS
 from losses.denseav import RegulariserWeights
 from losses.frame_matching import NEAREST_RULES
 from losses.mined_positives import MINED_TABLES, MODES
+from models.speechclip import BN_INITS, MODES as SPEECHCLIP_MODES
 
 STAGES = ("audio_image", "audio_text")
 MODEL_KINDS = ("audio_vit", "davenet")
-LOSS_KINDS = ("infonce", "mined", "denseav")
+LOSS_KINDS = ("infonce", "mined", "denseav", "speechclip")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
 LR_SCALINGS = ("batch256", "none")
 _DENSE_LOSS_FIELDS = ("heads", "code_dim", "aggregation", "head_agg", "calibration_init", "regularisers")
+_SPEECHCLIP_LOSS_FIELDS = ("keywords", "keyword_temperature", "keyword_batchnorm", "bn_init", "vocabulary", "retrieval")
 POOLS = ("cls", "segments")
 ALL_TABLES = ("org", *MINED_TABLES)
 
@@ -76,8 +78,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class LossSpec:
-    kind: str = "infonce"  # infonce: the diagonal only; mined: + neighbours from `tables` at top-k
-    mode: str = "pairs"  # mined: pairs (the slides' directional <image, caption> pairs) | mask (symmetric in-batch)
+    kind: str = "infonce"  # infonce: the diagonal only; mined: + neighbours from `tables` at top-k; denseav; speechclip
+    # mined: pairs (the slides' directional <image, caption> pairs) | mask (symmetric in-batch);
+    # speechclip: parallel | cascaded | both (both branches trained, their losses summed)
+    mode: str = "pairs"
     tables: tuple[str, ...] = ("org",)  # org, t2t, t2i, i2t, i2i, oracle (SynthAV's same-key clips)
     k: int = 10
     partner_share: float = 0.5  # pairs: share of a batch's anchors that get one mined partner sampled into it
@@ -90,6 +94,16 @@ class LossSpec:
     head_agg: str = "max_elementwise"  # heads combined before aggregating | sum | max
     calibration_init: float = 1.0
     regularisers: RegulariserWeights = field(default_factory=RegulariserWeights)
+    # speechclip (models/speechclip.py; SpeechCLIP's configs): K keywords in CLIP's token space, the keyword softmax's
+    # temperature, the BatchNorm before the token lookup and its initialisation (per_dimension | reference), the token
+    # table (captions: the ids of the training captions, the reference's reduced table | full: the whole vocabulary),
+    # and for mode both the branch that retrieves (parallel | cascaded)
+    keywords: int = 8
+    keyword_temperature: float = 0.1
+    keyword_batchnorm: bool = True
+    bn_init: str = "per_dimension"
+    vocabulary: str = "captions"
+    retrieval: str = "parallel"
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,9 @@ class Experiment:
                 d["loss"].pop(k)
         if not self.optim.clip_grad_per_tensor:
             d["optim"].pop("clip_grad_per_tensor")
+        if self.loss.kind != "speechclip":  # fields added with SpeechCLIP
+            for k in _SPEECHCLIP_LOSS_FIELDS:
+                d["loss"].pop(k)
         if not self.train.mix:  # added with the mixture: single-dataset runs keep their fingerprints
             d["train"].pop("mix")
         if "dense" in d and not self.dense.patch_token_cache:
@@ -302,7 +319,9 @@ def validate(exp: Experiment) -> None:
         fail("loss.kind mined needs at least one of t2t, t2i, i2t, i2i in loss.tables (org alone is plain InfoNCE)")
     if exp.loss.k < 1:
         fail(f"loss.k must be >= 1, got {exp.loss.k}")
-    if exp.loss.mode not in MODES:
+    if exp.loss.kind == "speechclip":
+        _validate_speechclip(exp, fail)
+    elif exp.loss.mode not in MODES:
         fail(f"loss.mode must be one of {MODES}, got {exp.loss.mode!r}")
     if not 0.0 <= exp.loss.partner_share <= 1.0:
         fail(f"loss.partner_share must be in [0, 1], got {exp.loss.partner_share}")
@@ -353,6 +372,27 @@ def validate(exp: Experiment) -> None:
             fail("train.mix applies to audio_image training")
     if exp.model.patch is not None and len(exp.model.patch) != 2 or len(exp.model.stride) != 2:
         fail("model.patch and model.stride are [time, frequency] pairs")
+
+
+def _validate_speechclip(exp: Experiment, fail) -> None:
+    loss = exp.loss
+    if loss.mode not in SPEECHCLIP_MODES:
+        fail(f"loss.mode must be one of {SPEECHCLIP_MODES} for speechclip, got {loss.mode!r}")
+    if exp.stage != "audio_image" or exp.frames.strategy != "random" or exp.grad_accum != 1:
+        fail("loss.kind speechclip is audio_image training against one frame per clip (frames.strategy: random, "
+             "grad_accum 1)")
+    if loss.keywords < 1:
+        fail(f"loss.keywords must be >= 1, got {loss.keywords}")
+    if not loss.keyword_temperature > 0:
+        fail(f"loss.keyword_temperature must be > 0, got {loss.keyword_temperature}")
+    if loss.bn_init not in BN_INITS:
+        fail(f"loss.bn_init must be one of {BN_INITS}, got {loss.bn_init!r}")
+    if loss.vocabulary not in ("captions", "full"):
+        fail(f"loss.vocabulary must be captions or full, got {loss.vocabulary!r}")
+    if loss.retrieval not in ("parallel", "cascaded") or (loss.mode != "both" and loss.retrieval != loss.mode
+                                                          and loss.retrieval != "parallel"):
+        fail(f"loss.retrieval must be parallel or cascaded (the branch a `both` model retrieves with), "
+             f"got {loss.retrieval!r}")
 
 
 def _validate_denseav(exp: Experiment, fail) -> None:

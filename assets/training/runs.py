@@ -49,6 +49,7 @@ from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInput
 from models.audio_encoder import build_audio_encoder
 from models.clip_patch_tokens import ImagePatchTokens
 from models.denseav import DenseAV
+from models.speechclip import SpeechCLIP, caption_vocabulary, special_ids
 
 CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
 METRICS_FILE = "metrics.json"
@@ -100,6 +101,9 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool, wit
         raise ValueError(f"{exp.path}: DaveNet reads the spoken-caption log-mel cache, which only places-format "
                          f"datasets have; {ds.name} is {ds.format}")
     audio_image = exp.stage == "audio_image"
+    if exp.loss.kind == "speechclip" and ds.format != "places":
+        raise ValueError(f"{exp.path}: SpeechCLIP learns from spoken captions of images (places format); "
+                         f"{ds.name} is {ds.format}")
     if audio_image and ds.format == "audiocaps":
         raise ValueError(f"{exp.path}: {ds.name} is audio only (AudioCaps format); audio-image training needs frames")
     if exp.stage == "audio_text" and ds.format not in CAPTION_FORMATS:
@@ -153,7 +157,7 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
     (a key of one dataset never groups with another's). `dense.patch_token_cache`: the clips carry
     the teacher's patch tokens of their frames, built per shard where missing (`load_teacher`)."""
     _check_mix(exp, mix)
-    src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text")
+    src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text" or exp.loss.kind == "speechclip")
     subset = (exp.train.max_clips, exp.train.subset_seed)
     own = load_clips_cached(cache, ds, src, exp.train.splits, subset, memory_gb)
     embed_dim = embedding_dim(own)
@@ -172,8 +176,9 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
         keys.update({cid: f"{d.name}/{key}" for cid, key in (load_semantic_keys(d) or {}).items()})
     groups = group_ids(train.clip_ids, keys) if keys else None
     val, label = _validation_clips(cache, ds, src, exp, own)
+    speechclip = exp.loss.kind == "speechclip"
     return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups,
-                       embed_dim)
+                       embed_dim, image_groups(cache, (ds, *mix), train.clip_ids) if speechclip else None)
 
 
 def _with_patch_tokens(cache, parts: list[tuple[str, ClipSet]], load_teacher: Callable[[], object] | None, device: str, log) -> list[tuple[str, ClipSet]]:
@@ -251,18 +256,23 @@ def _validation_clips(cache, ds: DatasetConfig, src: DataSources, exp: Experimen
 
 
 def needs_teacher(exp: Experiment) -> bool:
-    """The audio ViT starts from the teacher's image tower; DenseAV also runs that tower on frames."""
-    return exp.model.kind == "audio_vit" or exp.loss.kind == "denseav"
+    """The audio ViT starts from the teacher's image tower; DenseAV also runs that tower on frames;
+    SpeechCLIP reads keywords through its text tower."""
+    return exp.model.kind == "audio_vit" or exp.loss.kind in ("denseav", "speechclip")
 
 
-def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
+def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int, vocabulary: torch.Tensor | None = None):
     """The trained model: the audio encoder, or for DenseAV the whole `models.denseav.DenseAV`
-    (its audio backbone this encoder), built deterministically from `seed`."""
+    (its audio backbone this encoder), or for SpeechCLIP `models.speechclip.SpeechCLIP` (this
+    encoder its featurizer; `vocabulary` its token table's ids, None: the whole vocabulary, as a
+    model about to load trained weights, which carry their own), built deterministically from `seed`."""
     m = exp.model
     visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
     audio = build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
                                 patch=m.patch, stride=m.stride, layers=m.layers, width=m.width,
                                 trim_padding=m.trim_padding)
+    if exp.loss.kind == "speechclip":
+        return _speechclip(exp, teacher, audio, embed_dim, seed, vocabulary)
     if exp.loss.kind != "denseav":
         return audio
     d = exp.dense
@@ -271,6 +281,39 @@ def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int):
         image = ImagePatchTokens(teacher.model.visual, teacher.mean, teacher.std,
                                  lora_rank=d.lora_rank if d.train_image == "lora" else None, lora_alpha=d.lora_alpha)
         return DenseAV(audio, image, exp.loss.code_dim, d.time_pools, d.image_pool, d.train_image)
+
+
+def _speechclip(exp: Experiment, teacher, featurizer, embed_dim: int, seed: int, vocabulary) -> SpeechCLIP:
+    loss = exp.loss
+    pad, start, end = special_ids(teacher.tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SpeechCLIP(featurizer, teacher.model, loss.mode, embed_dim, token_ids=vocabulary,
+                          excluded_ids=(pad, start, end), start_id=start, end_id=end, keywords=loss.keywords,
+                          temperature=loss.keyword_temperature, batchnorm=loss.keyword_batchnorm, bn_init=loss.bn_init,
+                          retrieval=loss.retrieval if loss.mode == "both" else loss.mode)
+
+
+def training_vocabulary(exp: Experiment, teacher, train: ClipSet) -> torch.Tensor | None:
+    """SpeechCLIP's token table ids: those of the training captions (`loss.vocabulary: captions`), or None."""
+    if exp.loss.kind != "speechclip" or exp.loss.vocabulary == "full":
+        return None
+    if train.caption_texts is None:
+        raise ValueError(f"{exp.path}: the captions vocabulary needs the training clips' caption texts")
+    return caption_vocabulary(teacher.tokenizer, [t for texts in train.caption_texts for t in texts])
+
+
+def image_groups(cache, datasets: Sequence[DatasetConfig], clip_ids: list[str]) -> np.ndarray:
+    """(N,) int64: clips showing the same picture share a value (the manifest's image_path: several spoken
+    captions of one image, as Flickr8k's five); clips without an image path (video) are their own group."""
+    image_of: dict[str, str] = {}
+    for ds in datasets:
+        table = pq.read_table(cache.manifest_path(ds.name), columns=["clip_id", "image_path"])
+        for cid, path in zip(table.column("clip_id").to_pylist(), table.column("image_path").to_pylist()):
+            if path:
+                image_of[cid] = f"{ds.name}/{path}"
+    keys = [image_of.get(c, f"clip/{c}") for c in clip_ids]
+    return np.unique(np.asarray(keys, dtype=object), return_inverse=True)[1].astype(np.int64)
 
 
 def embedding_dim(clips: ClipSet) -> int:
@@ -315,7 +358,8 @@ def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, in
                stop_after_epoch: int | None = None) -> dict:
     """Train one seed (resuming its checkpoints); returns its run.json summary."""
     dev = resolve_device(device)
-    model = build_encoder(exp, teacher, inputs.embed_dim or embedding_dim(inputs.train), seed)
+    model = build_encoder(exp, teacher, inputs.embed_dim or embedding_dim(inputs.train), seed,
+                          training_vocabulary(exp, teacher, inputs.train))
     if exp.init_from is not None:
         base = experiments[exp.init_from]
         weights = weights_path(cache, base, seed)

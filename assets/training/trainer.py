@@ -52,7 +52,7 @@ from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients_per_tensor, lr_scale
 from assets.training.spec_augment import spec_augment
-from losses.contrastive import MultiPositiveInfoNCE, SymmetricInfoNCE
+from losses.contrastive import MultiPositiveInfoNCE, SharedImageInfoNCE, SymmetricInfoNCE
 from losses.denseav import DenseAVLoss
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
 from losses.mined_positives import positive_mask
@@ -71,13 +71,14 @@ class TrainInputs:
     neighbour_shortfall: dict[str, int] | None = None  # per table: training clips with fewer than k neighbours
     groups: np.ndarray | None = None  # (N,) semantic key id per training clip (SynthAV's ground truth), -1: none
     embed_dim: int | None = None  # the teacher's embedding width when `train` holds no frame or caption embeddings
+    image_groups: np.ndarray | None = None  # (N,) clips of one picture share a value (SpeechCLIP's masked negatives)
 
 
 def make_loss(exp: Experiment) -> nn.Module:
     if exp.loss.kind == "denseav":
         loss = exp.loss
         return DenseAVLoss(loss.heads, loss.aggregation, loss.head_agg, loss.calibration_init, loss.regularisers)
-    cls = MultiPositiveInfoNCE if exp.loss.kind == "mined" else SymmetricInfoNCE
+    cls = {"mined": MultiPositiveInfoNCE, "speechclip": SharedImageInfoNCE}.get(exp.loss.kind, SymmetricInfoNCE)
     return cls(temperature=exp.loss.temperature, learnable=exp.loss.learnable_temperature)
 
 
@@ -122,6 +123,10 @@ class Trainer:
         if exp.loss.kind == "mined" and inputs.neighbours is None:
             raise ValueError(f"{exp.name}: the mined loss needs neighbour tables")
         self.dense = exp.loss.kind == "denseav"
+        self.speechclip = exp.loss.kind == "speechclip"
+        self.speechclip_parts: dict[str, torch.Tensor] = {}
+        if self.speechclip and inputs.image_groups is None:
+            raise ValueError(f"{exp.name}: SpeechCLIP's loss needs which clips show the same picture (image_groups)")
         if exp.stage == "audio_image" and not self.dense and inputs.train.frames is None:
             raise ValueError(f"{exp.name}: audio-image training needs the teacher's frame embeddings")
         if exp.stage == "audio_text" and inputs.train.captions is None:
@@ -150,12 +155,16 @@ class Trainer:
             warm = self.scheduler.last_epoch >= self.exp.dense.aligner_warmup_steps  # steps taken, restored on resume
             return self.modules["encoder"](batch.audio, batch.lengths, batch.pixels, train_backbones=warm, starts=batch.starts,
                                            image_tokens=batch.image_tokens)
+        if self.speechclip:
+            return self.modules["encoder"].branches(batch.audio, batch.lengths)
         return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
     def _loss(self, audio, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
         exp = self.exp
         if self.dense:
             return self.modules["loss"](audio.audio, audio.mask, audio.image, gen)
+        if self.speechclip:
+            return self._speechclip_loss(audio, batch, gen)
         audio = audio.float()
         if exp.stage == "audio_text":
             sim = nn.functional.normalize(audio, dim=-1) @ nn.functional.normalize(batch.captions, dim=-1).T
@@ -171,6 +180,28 @@ class Trainer:
         if exp.loss.kind == "mined":
             return loss_fn(sim, mask.to(sim.device))
         return loss_fn(sim)
+
+    def _speechclip_loss(self, branches: dict[str, torch.Tensor], batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        """SpeechCLIP: each branch's masked InfoNCE against the same random frame of each clip (one
+        frame per Places image), other captions of a clip's picture left out of its negatives; the
+        branches' losses summed (`both`), each logged as loss_<branch>."""
+        rows = batch.index.numpy()
+        self._positives(rows)
+        groups = torch.from_numpy(self.inputs.image_groups[rows])
+        same_image = (groups[:, None] == groups[None, :])
+        state = gen.get_state()
+        total = 0.0
+        for name, emb in branches.items():
+            gen.set_state(state)  # both branches see the same frames
+            sim = random_frame_similarity(emb.float(), batch.frames, gen)
+            loss = self.modules["loss"](sim, same_image.to(sim.device))
+            self.speechclip_parts[name] = loss.detach()
+            total = total + loss
+        return total
+
+    def _loss_parts(self) -> dict[str, torch.Tensor]:
+        """The last step's loss terms, logged per epoch: DenseAV's (unweighted), SpeechCLIP's branches."""
+        return self.speechclip_parts if self.speechclip else getattr(self.modules["loss"], "parts", {})
 
     def _positives(self, rows: np.ndarray) -> torch.Tensor:
         """The batch's positive mask (the identity for InfoNCE), recorded in the epoch's batch statistics."""
@@ -255,7 +286,7 @@ class Trainer:
         start = time.perf_counter()
         for batch in loader:
             total += self._step(batch.to(self.device), epoch, gen, augment)
-            for k, v in getattr(self.modules["loss"], "parts", {}).items():  # DenseAV's terms, unweighted
+            for k, v in self._loss_parts().items():
                 parts[k] = parts.get(k, 0) + v
         mean_loss = float(total) / len(loader)
         seconds = time.perf_counter() - start

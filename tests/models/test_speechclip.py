@@ -143,6 +143,14 @@ def test_speechclip_modes_train_their_branches_and_retrieve_with_one(clip):
     assert kw.token_ids.shape == (4, 3) and not set(kw.token_ids.flatten().tolist()) & {0, 49406, 49407}
     assert set(_speechclip(clip, "cascaded").branches(audio, lengths)) == {"cascaded"}
     assert not any(k.startswith("clip") for k in both.state_dict())  # the teacher is not saved with it
+    # a model built with the whole vocabulary takes the saved (reduced) one when its weights are loaded
+    reduced = _speechclip(clip, "cascaded")
+    reduced.cascaded.token_ids = torch.tensor([0, 320, 49406, 49407, 736, 1069])
+    loaded = _speechclip(clip, "cascaded")
+    loaded.load_state_dict(reduced.state_dict())
+    assert loaded.cascaded.token_ids.tolist() == [0, 320, 49406, 49407, 736, 1069]
+    with torch.no_grad():
+        assert set(loaded.eval().keywords(audio, lengths).token_ids.flatten().tolist()) <= {320, 736, 1069}
     with pytest.raises(ValueError, match="a parallel model retrieves with its parallel branch"):
         _speechclip(clip, "parallel", retrieval="cascaded")
     with pytest.raises(ValueError, match="has no keywords"):

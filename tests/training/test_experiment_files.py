@@ -161,7 +161,19 @@ RULES = [
     ("model kind", _with(model__kind="resnet"),
      "model.kind must be one of ('audio_vit', 'davenet'), got 'resnet'"),
     ("loss kind", _with(loss__kind="triplet"),
-     "loss.kind must be one of ('infonce', 'mined', 'denseav'), got 'triplet'"),
+     "loss.kind must be one of ('infonce', 'mined', 'denseav', 'speechclip'), got 'triplet'"),
+    ("speechclip mode", _with(loss__kind="speechclip", loss__mode="pairs"),
+     "loss.mode must be one of ('parallel', 'cascaded', 'both') for speechclip, got 'pairs'"),
+    ("speechclip keywords", _with(loss__kind="speechclip", loss__mode="cascaded", loss__keywords=0),
+     "loss.keywords must be >= 1, got 0"),
+    ("speechclip bn init", _with(loss__kind="speechclip", loss__mode="cascaded", loss__bn_init="tiled"),
+     "loss.bn_init must be one of ('per_dimension', 'reference'), got 'tiled'"),
+    ("speechclip vocabulary", _with(loss__kind="speechclip", loss__mode="both", loss__vocabulary="english"),
+     "loss.vocabulary must be captions or full, got 'english'"),
+    ("speechclip parallel retrieving with keywords", _with(loss__kind="speechclip", loss__mode="parallel",
+                                                          loss__retrieval="cascaded"), "loss.retrieval must be"),
+    ("speechclip nearest frames", _with(loss__kind="speechclip", loss__mode="both", frames__strategy="nearest"),
+     "loss.kind speechclip is audio_image training against one frame per clip"),
     ("denseav heads", _with(loss__kind="denseav", loss__heads=3, loss__code_dim=128),
      "loss.code_dim 128 must split into loss.heads 3"),
     ("denseav aggregation", _with(loss__kind="denseav", loss__aggregation="mean"),
@@ -364,6 +376,9 @@ def test_fingerprints_of_existing_runs_survive_later_fields():
     assert _fp() == "b0924c8680e54272"
     assert _fp(loss__kind="denseav", loss__heads=2) == "8f0f054850dd1af2"
     assert _fp(train__mix=["synthav_places"]) != _fp() and _fp(train__mix=[]) == _fp()
+    assert _fp(loss__keywords=4) == _fp()  # SpeechCLIP's fields count only for SpeechCLIP runs
+    sc = dict(loss__kind="speechclip", loss__mode="cascaded")
+    assert _fp(loss__keywords=4, **sc) != _fp(**sc)
 
 
 def test_fingerprint_equal_for_equal_numbers_however_written():

@@ -43,6 +43,9 @@ EXPERIMENTS = {
     "t_dense_mix": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {**DENSE_LOSS, "heads": 2},
                     "dense": {**DENSE, "train_image": "aligner", "patch_token_cache": True},
                     "train": {"splits": ["train"], "mix": ["synthav_places"]}},
+    "t_speechclip": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625, "trim_padding": True},
+                     "loss": {"kind": "speechclip", "mode": "both", "keywords": 4, "learnable_temperature": False},
+                     "batch_size": 4, "eval": {"split": "val"}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -204,6 +207,28 @@ def test_denseav_mixture_trains_on_both_datasets_and_reports_its_head_split(trai
     got = split["per_seed"]["0"]
     assert np.allclose(got["act"], expected["act"], atol=1e-5) and got["act_dis"] == pytest.approx(expected["act_dis"], abs=1e-5)
     assert 0.5 <= got["act_dis"] <= 1.0 and np.shape(got["ap"]) == (2, 2)
+
+
+def test_speechclip_trains_both_branches_on_its_caption_vocabulary(trained):
+    _, _, cache, runs = trained
+    exp = load_all_experiments()["t_speechclip"]
+    run = json.loads((run_dir(cache, exp, 0) / "run.json").read_text())
+    assert all({"loss_cascaded", "loss_parallel"} <= set(h) for h in run["history"])
+    for h in run["history"]:
+        assert h["loss"] == pytest.approx(h["loss_cascaded"] + h["loss_parallel"], rel=1e-5)
+    doc = read_metrics(cache, exp)
+    assert {"A->I", "I->A"} <= set(doc["summary"])
+    from safetensors.torch import load_file
+    weights = load_file(str(run_dir(cache, exp, 0) / FINAL_WEIGHTS))
+    teacher = ClipTeacherResource.from_env(cache).load()
+    vocabulary = weights["cascaded.token_ids"].tolist()
+    datasets = {d.name: d for d in load_datasets()}
+    captions = pq.read_table(cache.manifest_path("synthav_places"), columns=["split", "captions"]).to_pylist()
+    texts = [t for c in captions if c["split"] == "train" for t in c["captions"]]
+    train_ids = set(teacher.tokenizer(texts).flatten().tolist())
+    # the ids of the training captions (of the clips usable in every cache), pad, start and end included
+    assert set(vocabulary) <= train_ids and {0, 49406, 49407} <= set(vocabulary) and len(vocabulary) > 10
+    assert len(vocabulary) == len(set(vocabulary)) and datasets["synthav_places"].format == "places"
 
 
 def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
