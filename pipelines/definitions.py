@@ -1,7 +1,8 @@
 """The code location: per declared dataset one asset group, five jobs and one sensor; the
 demo's tiny CLIP teacher (group `teacher`), fitted on the first Places-format dataset; and
 the `experiments` group: audio_encoder and retrieval_metrics partitioned by experiment file
-(configs/experiments), and the ablation report.
+(configs/experiments), and the ablation report; per experiment too, `localisation/sound_localisation`
+(heatmaps scored against SynthAV's boxes) and `keywords/keyword_report` (SpeechCLIP's keywords).
 
 The CLIP teacher resource comes from the environment (`ClipTeacherResource.from_env`):
 ViT-B-32/openai by default, the tiny teacher with CLIPKT_TEACHER=tiny (the Makefile's choice
@@ -21,13 +22,14 @@ from assets.caches.assets import (build_fbank_cache_asset, build_fbank_stats_ass
                                   build_logmel_cache_asset)
 from assets.ingest.assets import build_clip_manifest_asset, build_clip_shards_asset
 from assets.ingest.dataset_config import load_datasets
+from assets.keywords.assets import KEYWORDS_KEY, build_keyword_asset
 from assets.localisation.assets import LOCALISATION_KEY, build_localisation_asset
 from assets.mining.assets import (TINY_TEACHER_KEY, build_image_embeddings_asset, build_neighbor_tables_asset,
                                   build_text_embeddings_asset, build_tiny_teacher_asset)
 from assets.training.assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
 from assets.training.experiments import load_all_experiments
-from pipelines.jobs import (embedding_job, experiment_job, localisation_job, manifest_job, neighbors_job, report_job,
-                            shard_job, stats_job, teacher_job)
+from pipelines.jobs import (embedding_job, experiment_job, keyword_job, localisation_job, manifest_job, neighbors_job,
+                            report_job, shard_job, stats_job, teacher_job)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths, ClipTeacherResource
 from pipelines.sensors import build_dataset_sensor
@@ -60,8 +62,10 @@ def build_definitions() -> dg.Definitions:
     experiments = load_all_experiments()
     if experiments:
         experiment_assets, partitions = build_experiment_assets(experiments, datasets, teacher_dep)
-        assets += [*experiment_assets, build_localisation_asset(partitions, datasets)]
-        jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), localisation_job(LOCALISATION_KEY), report_job(REPORT_KEY)]
+        assets += [*experiment_assets, build_localisation_asset(partitions, datasets),
+                   build_keyword_asset(partitions, datasets)]
+        jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), localisation_job(LOCALISATION_KEY), keyword_job(KEYWORDS_KEY),
+                 report_job(REPORT_KEY)]
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
                           resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache.layout())})
 

@@ -13,6 +13,7 @@ AssetJob = UnresolvedAssetJobDefinition  # what define_asset_job returns (dagste
 TEACHER_JOB = "tiny_teacher_job"
 EXPERIMENT_JOB = "experiment_job"
 LOCALISATION_JOB = "localisation_job"
+KEYWORD_JOB = "keyword_job"
 REPORT_JOB = "ablation_report_job"
 
 
@@ -77,6 +78,12 @@ def experiment_job(encoder_key: dg.AssetKey, metrics_key: dg.AssetKey) -> AssetJ
 def localisation_job(localisation_key: dg.AssetKey) -> AssetJob:
     return _job(LOCALISATION_JOB, localisation_key,
                 description="Score one experiment's heatmaps against SynthAV's sounding-object boxes (partition = experiment).")
+
+
+def keyword_job(keywords_key: dg.AssetKey) -> AssetJob:
+    return _job(KEYWORD_JOB, keywords_key,
+                description="Detokenise one cascaded SpeechCLIP experiment's keywords and score their hit rate "
+                            "(partition = experiment).")
 
 
 def report_job(report_key: dg.AssetKey) -> AssetJob:

@@ -43,7 +43,7 @@ def test_repo_definitions_graph_snapshot():
     expected = [f"{n}/{a}" for n in names for a in common] + ["teacher/tiny_clip", "synthav_places/logmel_cache"]
     expected += [f"{n}/{a}" for n in names if n != "synthav_audiocaps" for a in ("frame_cache", "clip_image_embeddings")]
     expected += ["experiments/audio_encoder", "experiments/retrieval_metrics", "experiments/ablation_report",
-                 "localisation/sound_localisation"]
+                 "localisation/sound_localisation", "keywords/keyword_report"]
     assert keys == sorted(expected)
     encoder = graph.get(dg.AssetKey(["experiments", "audio_encoder"]))
     assert {"demo_infonce_random", "demo_s000_places_G", "demo_nearest_match", "demo_multiframe"} <= \
@@ -56,6 +56,8 @@ def test_repo_definitions_graph_snapshot():
     localisation = graph.get(dg.AssetKey(["localisation", "sound_localisation"]))
     assert localisation.parent_keys == {encoder.key} and localisation.partitions_def == encoder.partitions_def
     assert {"denseav_vggsound_k1", "denseav_baseline_infonce"} <= set(encoder.partitions_def.get_partition_keys())
+    keywords = graph.get(dg.AssetKey(["keywords", "keyword_report"]))
+    assert keywords.parent_keys == {encoder.key} and keywords.partitions_def == encoder.partitions_def
     for n in names:
         node = graph.get(dg.AssetKey([n, "clip_shards"]))
         assert node.parent_keys == {dg.AssetKey([n, "clip_manifest"])}

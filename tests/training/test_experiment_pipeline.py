@@ -231,6 +231,24 @@ def test_speechclip_trains_both_branches_on_its_caption_vocabulary(trained):
     assert len(vocabulary) == len(set(vocabulary)) and datasets["synthav_places"].format == "places"
 
 
+def test_keyword_report_detokenises_and_scores_against_random_tokens(trained):
+    defs, instance, cache, _ = trained
+    run = defs.resolve_job_def("keyword_job").execute_in_process(instance=instance, partition_key="t_speechclip")
+    assert run.success
+    doc = json.loads((cache.experiment_dir("t_speechclip") / "keywords.json").read_text())
+    seed = doc["per_seed"]["0"]
+    assert 0.0 <= seed["hit_rate"] <= 1.0 and 0.0 <= seed["random_token_rate"] <= 1.0
+    assert len(seed["hit_rate_per_keyword"]) == 4 and max(seed["hit_rate_per_keyword"]) <= seed["hit_rate"]
+    example = doc["examples"][0]
+    assert len(example["keywords"]) == 4 and all(len(k) == 5 for k in example["keywords"])
+    first = [k[0] for k in example["keywords"]]
+    assert all(abs(c - 1.0) < 1e-3 for _, c in first)  # each keyword's nearest token is its own
+    assert not any(t in ("<start_of_text>", "<end_of_text>") for k in example["keywords"] for t, _ in k)
+    failed = defs.resolve_job_def("keyword_job").execute_in_process(instance=instance, partition_key="t_base",
+                                                                   raise_on_error=False)
+    assert not failed.success  # not a SpeechCLIP run: a clear failure
+
+
 def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     defs, instance, cache, runs = trained
     again = defs.resolve_job_def("experiment_job").execute_in_process(instance=instance, partition_key="t_mined")
