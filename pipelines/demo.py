@@ -31,13 +31,14 @@ from assets.ingest.manifest import manifest_summary
 from assets.training.experiments import load_all_experiments
 from data.synthav.generate import SynthAVConfig, generate, is_generated
 from pipelines.definitions import defs
-from pipelines.jobs import (EXPERIMENT_JOB, LOCALISATION_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name,
+from pipelines.jobs import (EXPERIMENT_JOB, KEYWORD_JOB, LOCALISATION_JOB, REPORT_JOB, TEACHER_JOB, embedding_job_name,
                             manifest_job_name, neighbors_job_name, shard_job_name, stats_job_name)
 from pipelines.partitions import shard_partitions
 from pipelines.resources import CachePaths
 
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 LOCALISATION_TAG = "localisation"  # experiments with this tag are also scored against SynthAV's boxes
+KEYWORDS_TAG = "keywords"  # cascaded SpeechCLIP experiments with this tag also get their keyword report
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the UI keeps the full event log
 
 
@@ -99,6 +100,10 @@ def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
             print(f"    {'':<24} localisation % " + ", ".join(f"{k} {v:.1f}" for k, v in loc.items()
                                                              if k.endswith(("cIoU", "AUC", "pixel_AP"))))
             print(f"    {'':<24} heatmaps: {loc['heatmaps_path']}")
+        if KEYWORDS_TAG in load_all_experiments()[name].tags:
+            kw = _metadata(_run(instance, KEYWORD_JOB, name), ["keywords", "keyword_report"])
+            print(f"    {'':<24} keyword hit rate {kw['hit_rate']:.1f} % vs random tokens {kw['random_token_rate']:.1f} % "
+                  f"({kw['path']})")
     m = _metadata(_run(instance, REPORT_JOB), ["experiments", "ablation_report"])
     print()
     print(m["table"])
