@@ -31,9 +31,11 @@ in the dataset's tokenised captions, specials included, most frequent first
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -318,7 +320,9 @@ class HubertFeaturizer(nn.Module):
     HuBERT runs without gradients and stays in eval mode (the reference freezes it too, though
     Lightning's train() likely turns its dropout back on); its weights are the checkpoint's and
     are not saved with the model (only the layer weights are). Input: 16 kHz waveforms (B, S) and
-    their lengths in samples."""
+    their lengths in samples. A checkpoint whose preprocessor_config.json asks for `do_normalize`
+    (the large models, fairseq's `normalize`) gets each clip normalised to zero mean and unit
+    variance over its true samples, as transformers' feature extractor does."""
 
     def __init__(self, path: str, normalize: bool = False):
         super().__init__()
@@ -329,6 +333,8 @@ class HubertFeaturizer(nn.Module):
         self.mix = WeightedLayerSum(hubert.config.num_hidden_layers + 1, normalize)
         self.dim = int(hubert.config.hidden_size)
         self.takes_mask = hubert.config.feat_extract_norm == "layer"  # group-norm models expect zero padding, no mask
+        preprocessor = Path(path) / "preprocessor_config.json"
+        self.normalize_waveform = bool(preprocessor.is_file() and json.loads(preprocessor.read_text()).get("do_normalize"))
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -337,6 +343,11 @@ class HubertFeaturizer(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
+        if self.normalize_waveform:
+            n = mask.sum(1, keepdim=True).clamp(min=1)
+            mean = (waveform * mask).sum(1, keepdim=True) / n
+            var = (((waveform - mean) * mask) ** 2).sum(1, keepdim=True) / n
+            waveform = (waveform - mean) / torch.sqrt(var + 1e-7)
         with torch.no_grad():
             out = self.hubert[0](waveform * mask, attention_mask=mask.long() if self.takes_mask else None,
                                  output_hidden_states=True)

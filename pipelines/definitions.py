@@ -19,7 +19,7 @@ import os
 import dagster as dg
 
 from assets.caches.assets import (build_fbank_cache_asset, build_fbank_stats_asset, build_frame_cache_asset,
-                                  build_logmel_cache_asset)
+                                  build_logmel_cache_asset, build_waveform_cache_asset)
 from assets.ingest.assets import build_clip_manifest_asset, build_clip_shards_asset
 from assets.ingest.dataset_config import load_datasets
 from assets.keywords.assets import KEYWORDS_KEY, build_keyword_asset
@@ -51,6 +51,8 @@ def build_definitions() -> dg.Definitions:
             embeddings.append(build_image_embeddings_asset(ds, shards, teacher_dep))
         if ds.format == "places":  # spoken captions: DaveNet's log-mel input too
             per_shard.append(build_logmel_cache_asset(ds, shards))
+        if ds.waveform_cache:  # samples for a HuBERT featurizer
+            per_shard.append(build_waveform_cache_asset(ds, shards))
         assets += [build_clip_manifest_asset(ds, shards), *per_shard, build_fbank_stats_asset(ds, shards),
                    *embeddings, build_neighbor_tables_asset(ds, shards)]
         ds_jobs = [manifest_job(ds), shard_job(ds, per_shard)]

@@ -32,7 +32,8 @@ from pipelines.jobs import AssetJob
 from pipelines.resources import CachePaths
 
 # The cache stages a shard run rebuilds, and the code version their files must carry.
-CACHE_CODE_VERSIONS = {"frame_cache": FRAME_CACHE, "fbank_cache": AUDIO_CACHE, "logmel_cache": AUDIO_CACHE}
+CACHE_CODE_VERSIONS = {"frame_cache": FRAME_CACHE, "fbank_cache": AUDIO_CACHE, "logmel_cache": AUDIO_CACHE,
+                       "waveform_cache": AUDIO_CACHE}
 
 
 def outdated_shards(layout: CacheLayout, ds: DatasetConfig, shards: list[str],

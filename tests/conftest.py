@@ -37,6 +37,8 @@ def write_configs(directory: Path, data_root: Path, shard_size: int = SHARD_SIZE
             continue
         raw["root"] = str(data_root / fmt)
         raw["shard_size"] = shard_size
+        if fmt == "places":  # the tests also train SpeechCLIP's HuBERT featurizer on samples
+            raw["waveform_cache"] = True
         (directory / src.name).write_text(yaml.safe_dump(raw))
     return directory
 

@@ -3,6 +3,7 @@
 - `frame_cache` (per shard): L frames per clip, resized and centre-cropped for CLIP, as JPEG.
 - `fbank_cache` (per shard): Kaldi FBANK with VIP-ANT's settings, raw (normalised at read time).
 - `logmel_cache` (per shard, places-format datasets): DaveNet's 40-bin log-mel speech input.
+- `waveform_cache` (per shard, datasets with `waveform_cache: true`): 16 kHz samples (HuBERT's input).
 - `fbank_stats`: mean and std of the raw FBANK over the training split.
 
 Each per-shard asset reads its shard's manifest rows, runs one stage function per clip on the
@@ -16,7 +17,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.caches.audio_cache_rows import audio_row, audio_spec, torch_threads
-from assets.caches.audio_features import AudioChecks, FbankParams, LogMelParams
+from assets.caches.audio_features import AudioChecks, FbankParams, LogMelParams, WaveformParams
 from assets.caches.code_versions import AUDIO_CACHE, FRAME_CACHE
 from assets.caches.fbank_stats import FbankStatsParams, bin_plot, fbank_stats as compute_fbank_stats
 from assets.caches.frame_cache_rows import frame_row, frame_spec, quiet_decoders
@@ -31,6 +32,7 @@ from assets.ingest.manifest import member_paths
 from pipelines.resources import CachePaths
 
 _FRAMES, _FBANK, _LOGMEL, _CHECKS, _STATS = FrameParams(), FbankParams(), LogMelParams(), AudioChecks(), FbankStatsParams()
+_WAVEFORM = WaveformParams()
 
 
 class PoolConfig(dg.Config):
@@ -165,6 +167,19 @@ def build_logmel_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefi
         lambda c: LogMelParams(num_mel_bins=c.num_mel_bins, target_frames=c.target_frames),
         "DaveNet's spoken-caption input: 40-bin log-mel (25 ms Hamming, 10 ms shift, pre-emphasis 0.97), "
         "padded or cut to 2048 frames.")
+
+
+class WaveformCacheConfig(AudioCheckConfig):
+    min_seconds: float = 0.5  # spoken captions are short
+    target_samples: int = _WAVEFORM.target_samples  # cut or zero-padded to this many 16 kHz samples
+
+
+def build_waveform_cache_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
+    return _audio_asset(
+        ds, shards, "waveform_cache", WaveformCacheConfig,
+        lambda c: WaveformParams(target_samples=c.target_samples),
+        "16 kHz waveforms (first channel), cut or padded to 10 s, for featurizers that take samples (a frozen HuBERT "
+        "in SpeechCLIP); built for datasets that set waveform_cache: true.")
 
 
 # ----------------------------------------------------------------------------- fbank_stats

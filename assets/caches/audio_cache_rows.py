@@ -1,4 +1,5 @@
-"""fbank_cache (Kaldi FBANK, VIP-ANT settings) and logmel_cache (DaveNet's speech input), per shard.
+"""fbank_cache (Kaldi FBANK, VIP-ANT settings), logmel_cache (DaveNet's speech input) and
+waveform_cache (16 kHz samples, a HuBERT featurizer's input; datasets that ask for it), per shard.
 
 Raw features are stored (float16 by default, `dtype`), cut or zero-padded to the target
 length, with the true length; normalisation happens when features are read for training
@@ -23,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from assets.caches.audio_features import (FbankParams, check_audio, davenet_logmel, decode_audio, kaldi_fbank,
-                                          pad_or_cut, rms_dbfs)
+from assets.caches.audio_features import (FbankParams, WaveformParams, check_audio, davenet_logmel, decode_audio,
+                                          kaldi_fbank, pad_or_cut, rms_dbfs)
 from assets.caches.clip_span import ClipSpan, clip_span, span_warnings
 from assets.caches.code_versions import AUDIO_CACHE
 from assets.caches.shard_builder import ArrayColumn, CacheSpec, open_array
@@ -64,6 +65,9 @@ def audio_row(task: tuple) -> dict:
                 min_fraction=checks["min_fraction"], silence_dbfs=checks["silence_dbfs"])
     if isinstance(params, FbankParams):
         features, n_frames = pad_or_cut(kaldi_fbank(audio.waveform, params), params.target_frames)
+    elif isinstance(params, WaveformParams):
+        features, n_frames = pad_or_cut(np.asarray(audio.waveform, np.float32)[:, None], params.target_samples)
+        features = features[:, 0]
     else:
         features, n_frames = davenet_logmel(audio.waveform, params)
     return {"features": np.ascontiguousarray(features, dtype=dtype), "n_frames": n_frames,
@@ -76,6 +80,8 @@ def audio_spec(stage: str, params, checks: dict, dtype: str, media_mode: str = "
                channel: str = "first") -> CacheSpec:
     if isinstance(params, FbankParams):
         shape, layout = (params.target_frames, params.num_mel_bins), "frames,bins"
+    elif isinstance(params, WaveformParams):
+        shape, layout = (params.target_samples,), "samples"
     else:
         shape, layout = (params.num_mel_bins, params.target_frames), "bins,frames"
     source = {"dtype": dtype, "media": media_mode, "channel": channel}

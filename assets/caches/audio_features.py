@@ -286,6 +286,14 @@ def kaldi_fbank(waveform: np.ndarray, p: FbankParams) -> np.ndarray:
     return feats.numpy().astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class WaveformParams:
+    """The decoded waveform itself, for featurizers that take samples (HuBERT): 16 kHz, cut or
+    zero-padded to `target_samples` (10 s)."""
+    sample_rate: int = 16000
+    target_samples: int = 160000
+
+
 def pad_or_cut(features: np.ndarray, target_frames: int) -> tuple[np.ndarray, int]:
     """(T, bins) -> ((target_frames, bins) with zero rows appended or trailing rows dropped,
     true length min(T, target_frames))."""

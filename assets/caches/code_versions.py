@@ -4,7 +4,7 @@ digest, so a bump rebuilds the stage's shards; kept apart from the stages' code 
 sensor can compare versions without importing the decoders (or torch).
 
 frame_cache: 2 = frames over the clip span (media: segment | full), PyAV, seek modes and offsets.
-fbank_cache / logmel_cache: 2 = the clip span, AAC padding trimmed, channel: first | mix;
+fbank_cache / logmel_cache / waveform_cache: 2 = the clip span, AAC padding trimmed, channel: first | mix;
 3 = features in a .npy beside the Parquet rows.
 """
 

@@ -12,6 +12,7 @@
     semantic_keys: keys.csv         # optional: clip_id,key ground truth (SynthAV writes one)
     media: segment                  # segment: each file is its listed segment | full: whole videos, cut at start..end
     channel: first                  # first: channel 0, as VIP-ANT | mix: the mean of all channels
+    waveform_cache: false           # true: also cache 16 kHz waveforms (a HuBERT featurizer's input)
 
 Every path a dataset names (metadata, media, semantic keys) must stay inside `root`.
 """
@@ -66,6 +67,7 @@ class DatasetConfig:
     semantic_keys: str | None = None  # CSV clip_id,key of ground-truth semantic keys, relative to root
     media: str = "segment"  # MEDIA_MODES; `full` cuts start_s..end_s out of each file (assets.caches.clip_span)
     channel: str = "first"  # CHANNEL_MODES
+    waveform_cache: bool = False  # also build waveform_cache (16 kHz samples; SpeechCLIP's HuBERT featurizer reads it)
     source: Path | None = field(default=None, compare=False)  # the YAML it came from
 
     @property
@@ -123,11 +125,14 @@ def parse_dataset_config(raw: dict, where: Path) -> DatasetConfig:
         raise DatasetConfigError(f"{where}: media: full needs listed segments; a places dataset lists none")
     if channel not in CHANNEL_MODES:
         raise DatasetConfigError(f"{where}: channel {channel!r} is not one of {CHANNEL_MODES}")
+    waveforms = raw.get("waveform_cache", False)
+    if not isinstance(waveforms, bool):
+        raise DatasetConfigError(f"{where}: waveform_cache must be true or false, got {waveforms!r}")
     return DatasetConfig(
         name=name, format=fmt, root=root, metadata=tuple(metadata), media=media, channel=channel,
         media_template=str(raw.get("media_template") or ""), label_map=raw.get("label_map"),
         image_base_path=raw.get("image_base_path"), audio_base_path=raw.get("audio_base_path"),
-        shard_size=shard_size, semantic_keys=semantic_keys, source=where,
+        shard_size=shard_size, semantic_keys=semantic_keys, waveform_cache=waveforms, source=where,
     )
 
 

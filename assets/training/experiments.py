@@ -42,11 +42,12 @@ from losses.mined_positives import MINED_TABLES, MODES
 from models.speechclip import BN_INITS, MODES as SPEECHCLIP_MODES
 
 STAGES = ("audio_image", "audio_text")
-MODEL_KINDS = ("audio_vit", "davenet")
+MODEL_KINDS = ("audio_vit", "davenet", "hubert")
 LOSS_KINDS = ("infonce", "mined", "denseav", "speechclip")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
 LR_SCALINGS = ("batch256", "none")
 _DENSE_LOSS_FIELDS = ("heads", "code_dim", "aggregation", "head_agg", "calibration_init", "regularisers")
+_HUBERT_MODEL_FIELDS = ("weights", "layer_norm_states")
 _SPEECHCLIP_LOSS_FIELDS = ("keywords", "keyword_temperature", "keyword_batchnorm", "bn_init", "vocabulary", "retrieval")
 POOLS = ("cls", "segments")
 ALL_TABLES = ("org", *MINED_TABLES)
@@ -74,6 +75,10 @@ class ModelSpec:
     # embeddings (fine-tuning a Multiframe Match run, whose pretraining never trained the class token)
     pool: str = "cls"
     segments: int = 4
+    # hubert (SpeechCLIP's featurizer, frozen; reads the dataset's waveform_cache): a local checkpoint directory
+    # (transformers HubertModel; nothing is downloaded), and the large configs' LayerNorm on every hidden state
+    weights: str | None = None
+    layer_norm_states: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,9 @@ class Experiment:
                 d["loss"].pop(k)
         if not self.optim.clip_grad_per_tensor:
             d["optim"].pop("clip_grad_per_tensor")
+        if self.model.kind != "hubert":  # fields added with the HuBERT featurizer
+            for k in _HUBERT_MODEL_FIELDS:
+                d["model"].pop(k)
         if self.loss.kind != "speechclip":  # fields added with SpeechCLIP
             for k in _SPEECHCLIP_LOSS_FIELDS:
                 d["loss"].pop(k)
@@ -310,6 +318,9 @@ def validate(exp: Experiment) -> None:
         fail(f"stage must be one of {STAGES}, got {exp.stage!r}")
     if exp.model.kind not in MODEL_KINDS:
         fail(f"model.kind must be one of {MODEL_KINDS}, got {exp.model.kind!r}")
+    if exp.model.kind == "hubert" and (exp.loss.kind != "speechclip" or not exp.model.weights):
+        fail("model.kind hubert is SpeechCLIP's frozen featurizer: it needs loss.kind speechclip and model.weights "
+             "(a local HuBERT checkpoint directory)")
     if exp.loss.kind not in LOSS_KINDS:
         fail(f"loss.kind must be one of {LOSS_KINDS}, got {exp.loss.kind!r}")
     bad = [t for t in exp.loss.tables if t not in ALL_TABLES]

@@ -97,6 +97,9 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool, wit
     """Where the run's clips come from; `with_frames` (default: DenseAV runs) adds the frame cache's pixels."""
     base = cache.dataset_dir(ds.name)
     davenet = exp.model.kind == "davenet"
+    if exp.model.kind == "hubert" and not ds.waveform_cache:
+        raise ValueError(f"{exp.path}: the HuBERT featurizer reads 16 kHz waveforms; set `waveform_cache: true` in "
+                         f"{ds.source or ds.name} and build its shards")
     if davenet and ds.format != "places":
         raise ValueError(f"{exp.path}: DaveNet reads the spoken-caption log-mel cache, which only places-format "
                          f"datasets have; {ds.name} is {ds.format}")
@@ -108,15 +111,16 @@ def data_sources(cache, ds: DatasetConfig, exp: Experiment, with_text: bool, wit
         raise ValueError(f"{exp.path}: {ds.name} is audio only (AudioCaps format); audio-image training needs frames")
     if exp.stage == "audio_text" and ds.format not in CAPTION_FORMATS:
         raise ValueError(f"{exp.path}: audio-text fine-tuning needs captions; {ds.name} ({ds.format}) has only labels")
-    return DataSources(base / ("logmel_cache" if davenet else "fbank_cache"),
+    audio = {"davenet": "logmel_cache", "hubert": "waveform_cache"}.get(exp.model.kind, "fbank_cache")
+    return DataSources(base / audio,
                        base / "clip_image_embeddings" if audio_image else None,
                        base / "clip_text_embeddings" if with_text else None,
-                       "bins,frames" if davenet else "frames,bins",
+                       {"davenet": "bins,frames", "hubert": "samples"}.get(exp.model.kind, "frames,bins"),
                        base / "frame_cache" if (exp.loss.kind == "denseav" if with_frames is None else with_frames) else None)
 
 
 def normaliser(cache, ds: DatasetConfig, exp: Experiment, layout: str) -> Normaliser:
-    if exp.model.kind == "davenet":  # DaveNet normalises its input with its own batch norm
+    if exp.model.kind in ("davenet", "hubert"):  # DaveNet's own batch norm; HuBERT takes samples as they are
         return Normaliser({"mean": 0.0, "std": 1.0}, layout=layout)
     source = exp.train.fbank_stats_from or ds.name
     try:
@@ -270,7 +274,7 @@ def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int, vocabular
     visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
     audio = build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
                                 patch=m.patch, stride=m.stride, layers=m.layers, width=m.width,
-                                trim_padding=m.trim_padding)
+                                trim_padding=m.trim_padding, weights=m.weights, layer_norm_states=m.layer_norm_states)
     if exp.loss.kind == "speechclip":
         return _speechclip(exp, teacher, audio, embed_dim, seed, vocabulary)
     if exp.loss.kind != "denseav":

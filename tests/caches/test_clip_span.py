@@ -203,3 +203,23 @@ def test_silent_first_channel_says_other_channels_carry_sound_and_mix_uses_them(
     row = audio_row((str(path), 0.0, 3.0, "segment", "mix", FbankParams(), CHECKS, "float16"))
     assert "mean of 6 channels" in row["warnings"]
     assert len(decode_audio(str(path)).channel_dbfs) == 6
+
+
+def test_waveform_cache_rows_are_the_spans_samples_padded(tmp_path):
+    """waveform_cache: the decoded samples of the clip's span, zero-padded to target_samples (or cut),
+    with the true count as the length."""
+    from assets.caches.audio_cache_rows import audio_spec
+    from assets.caches.audio_features import WaveformParams
+    path = tmp_path / "Ylong.mp4"
+    timecoded_clip(path, 12)
+    whole = pyav_audio(path)
+    row = audio_row((str(path), 2.0, 8.0, "full", "first", WaveformParams(target_samples=8 * RATE), CHECKS, "float32"))
+    got = np.asarray(row["features"], np.float32).reshape(-1)
+    assert got.shape == (8 * RATE,) and row["n_frames"] == 6 * RATE
+    np.testing.assert_allclose(got[:6 * RATE], whole[2 * RATE:8 * RATE], atol=1e-4)
+    assert not got[6 * RATE:].any()
+    cut = audio_row((str(path), 0.0, 12.0, "full", "first", WaveformParams(target_samples=RATE), CHECKS, "float16"))
+    assert np.asarray(cut["features"]).reshape(-1).shape == (RATE,) and cut["n_frames"] == RATE
+    spec = audio_spec("waveform_cache", WaveformParams(), {}, "float16")
+    assert spec.schema_metadata["clipkt.features.shape"] == "160000"
+    assert spec.schema_metadata["clipkt.features.layout"] == "samples" and spec.array.shape == (160000,)

@@ -159,7 +159,11 @@ RULES = [
     ("bad stage", _with(stage="audio_video"),
      "stage must be one of ('audio_image', 'audio_text'), got 'audio_video'"),
     ("model kind", _with(model__kind="resnet"),
-     "model.kind must be one of ('audio_vit', 'davenet'), got 'resnet'"),
+     "model.kind must be one of ('audio_vit', 'davenet', 'hubert'), got 'resnet'"),
+    ("hubert without speechclip", _with(model__kind="hubert", model__weights="/models/hubert"),
+     "model.kind hubert is SpeechCLIP's frozen featurizer"),
+    ("hubert without weights", _with(model__kind="hubert", loss__kind="speechclip", loss__mode="parallel"),
+     "model.kind hubert is SpeechCLIP's frozen featurizer: it needs loss.kind speechclip and model.weights"),
     ("loss kind", _with(loss__kind="triplet"),
      "loss.kind must be one of ('infonce', 'mined', 'denseav', 'speechclip'), got 'triplet'"),
     ("speechclip mode", _with(loss__kind="speechclip", loss__mode="pairs"),
@@ -377,6 +381,7 @@ def test_fingerprints_of_existing_runs_survive_later_fields():
     assert _fp(loss__kind="denseav", loss__heads=2) == "8f0f054850dd1af2"
     assert _fp(train__mix=["synthav_places"]) != _fp() and _fp(train__mix=[]) == _fp()
     assert _fp(loss__keywords=4) == _fp()  # SpeechCLIP's fields count only for SpeechCLIP runs
+    assert _fp(model__layer_norm_states=True) == _fp()  # the HuBERT featurizer's, only for HuBERT runs
     sc = dict(loss__kind="speechclip", loss__mode="cascaded")
     assert _fp(loss__keywords=4, **sc) != _fp(**sc)
 

@@ -46,6 +46,9 @@ EXPERIMENTS = {
     "t_speechclip": {"dataset": "synthav_places", "model": {"kind": "davenet", "width": 0.0625, "trim_padding": True},
                      "loss": {"kind": "speechclip", "mode": "both", "keywords": 4, "learnable_temperature": False},
                      "batch_size": 4, "eval": {"split": "val"}},
+    "t_hubert": {"dataset": "synthav_places", "model": {"kind": "hubert", "weights": "<tiny hubert>"},
+                 "loss": {"kind": "speechclip", "mode": "cascaded", "keywords": 2, "learnable_temperature": False},
+                 "batch_size": 4, "eval": {"split": "val"}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -56,10 +59,22 @@ def _meta(result, key: list[str]) -> dict:
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
 
+def _tiny_hubert(path) -> None:
+    """A randomly initialised HuBERT saved as a local checkpoint (the real ones cannot be downloaded here)."""
+    from transformers import HubertConfig, HubertModel
+    config = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                          conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    torch.manual_seed(0)
+    HubertModel(config).save_pretrained(path)
+
+
 @pytest.fixture(scope="module")
 def trained(mined_caches, tmp_path_factory):
     _, instance, cache, _, _ = mined_caches
     exp_dir = tmp_path_factory.mktemp("experiments")
+    hubert = tmp_path_factory.mktemp("hubert")
+    _tiny_hubert(hubert)
+    EXPERIMENTS["t_hubert"]["model"]["weights"] = str(hubert)
     for name, body in EXPERIMENTS.items():
         (exp_dir / f"{name}.yaml").write_text(yaml.safe_dump({**COMMON, **body, "tags": ["test"]}))
     mp = pytest.MonkeyPatch()
@@ -229,6 +244,17 @@ def test_speechclip_trains_both_branches_on_its_caption_vocabulary(trained):
     # the ids of the training captions (of the clips usable in every cache), pad, start and end included
     assert set(vocabulary) <= train_ids and {0, 49406, 49407} <= set(vocabulary) and len(vocabulary) > 10
     assert len(vocabulary) == len(set(vocabulary)) and datasets["synthav_places"].format == "places"
+
+
+def test_speechclip_on_a_local_hubert_reads_the_waveform_cache(trained):
+    _, _, cache, runs = trained
+    exp = load_all_experiments()["t_hubert"]
+    assert runs["t_hubert"].success and read_metrics(cache, exp)["model"] == "hubert"
+    from safetensors.torch import load_file
+    weights = load_file(str(run_dir(cache, exp, 0) / FINAL_WEIGHTS))
+    assert "featurizer.mix.weights" in weights and not any("hubert" in k for k in weights)  # HuBERT is not saved
+    assert weights["featurizer.mix.weights"].abs().sum() > 0  # the layer mix learned
+    assert list((cache.dataset_dir("synthav_places") / "waveform_cache").glob("*.parquet"))
 
 
 def test_keyword_report_detokenises_and_scores_against_random_tokens(trained):
