@@ -69,6 +69,7 @@ def localise_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher,
                                     [boxes[i] for i in rows])
     doc = {"experiment": exp.name, "dataset": ds.name, "maps": names, "seeds": list(exp.seeds),
            "eval_clips": len(clips), "per_seed": per_seed, "summary": _summary(per_seed, names),
+           "chance": chance_levels(boxes, maps.shape[2:], frames.shape[1]),
            "protocol": "frame ceil(L/2)-1 of each evaluation clip; cIoU: share of clips with consensus IoU >= 0.5 "
                        "at the median threshold of the min-max map (EZ-VSL/SLAVC); AUC over IoU thresholds "
                        "0..1; pixel_AP: mean over clips of the pixels' average precision for the box"}
@@ -78,6 +79,14 @@ def localise_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher,
     with atomic_path(out_dir / HEATMAPS_FILE) as tmp:
         Path(tmp).write_bytes(grid)
     return doc
+
+
+def chance_levels(boxes: list, grid: tuple[int, int], size: int, draws: int = 5, seed: int = 0) -> dict:
+    """The metrics of maps that know nothing: uniform random values on the same grid, mean over `draws`
+    (what cIoU, AUC and pixel AP reach by chance, given the boxes' sizes)."""
+    rng = np.random.default_rng(seed)
+    runs = [localisation_metrics(rng.random((len(boxes), *grid)), boxes, size) for _ in range(draws)]
+    return {m: float(np.mean([r[m] for r in runs])) for m in ("cIoU", "AUC", "pixel_AP")}
 
 
 def _summary(per_seed: dict, names: list[str]) -> dict:
@@ -99,4 +108,7 @@ def localisation_markdown(docs: list[dict]) -> str:
             s = d["summary"][name]
             cells = [f"{100 * s[m]['mean']:.1f} ± {100 * s[m]['std']:.1f}" for m in ("cIoU", "AUC", "pixel_AP")]
             lines.append(f"| {d['experiment']} | {name} | {len(d['seeds'])} | " + " | ".join(cells) + " |")
+        if d.get("chance"):
+            lines.append(f"| {d['experiment']} | random maps (chance) | – | "
+                         + " | ".join(f"{100 * d['chance'][m]:.1f}" for m in ("cIoU", "AUC", "pixel_AP")) + " |")
     return "\n".join(lines)

@@ -137,3 +137,13 @@ def test_upsample_heatmap_equals_torch_bilinear(grid, size):
     out = size if isinstance(size, tuple) else (size, size)
     theirs = F.interpolate(torch.from_numpy(heatmap)[None, None], out, mode="bilinear", align_corners=False)[0, 0]
     np.testing.assert_allclose(upsample_heatmap(heatmap, size), theirs.numpy(), atol=1e-5)
+
+
+def test_chance_levels_of_random_maps_follow_the_box_sizes():
+    """Random maps score about the boxes' share of the frame in pixel AP, whatever the grid."""
+    from assets.localisation.experiment_localisation import chance_levels
+    half = [(0.0, 0.0, 64.0, 32.0)] * 200  # the top half of a 64 x 64 frame
+    levels = chance_levels(half + [None], (4, 4), 64, draws=3)
+    assert levels["pixel_AP"] == pytest.approx(0.5, abs=0.05)
+    small = chance_levels([(0.0, 0.0, 16.0, 16.0)] * 200, (4, 4), 64, draws=3)
+    assert small["pixel_AP"] < 0.2 and small["cIoU"] < levels["cIoU"]

@@ -189,6 +189,7 @@ def test_denseav_runs_score_with_their_own_similarity_and_localise(trained):
     assert loc["maps"] == ["head_1", "combined"] and loc["seeds"] == [0]
     for metrics in loc["per_seed"]["0"].values():
         assert 0.0 <= metrics["cIoU"] <= 1.0 and 0.0 < metrics["pixel_AP"] <= 1.0
+    assert 0.0 < loc["chance"]["pixel_AP"] < 1.0 and set(loc["chance"]) == {"cIoU", "AUC", "pixel_AP"}
     assert (cache.experiment_dir("t_dense") / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
 
 
