@@ -14,6 +14,12 @@ backbone, the teacher's image tower (LoRA) and both aligners, on the cached fram
 random frame per clip per step), with `losses.denseav.DenseAVLoss`; for the first
 `dense.aligner_warmup_steps` steps only the aligners learn.
 
+SpeechCLIP (`loss.kind: speechclip`, seed 003) trains a `models.speechclip.SpeechCLIP`: its
+featurizer and branches against the teacher's frame embeddings, each branch's
+`SharedImageInfoNCE` (other captions of a clip's picture out of its negatives) summed, both
+branches scored against the same random frame; the teacher's text tower runs frozen inside the
+cascaded branch.
+
 Everything random is seeded per (seed, epoch): the batch order, the random frames, the
 caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.time_mask`);
 so a run resumed from its last epoch checkpoint continues exactly as the uninterrupted run
