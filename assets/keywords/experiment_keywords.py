@@ -7,12 +7,12 @@ import numpy as np
 
 from assets.core.atomic_io import write_json_atomic
 from assets.core.device import resolve_device
+from assets.core.seed_stats import mean_std
 from assets.ingest.dataset_config import DatasetConfig
 from assets.keywords.keyword_report import (caption_token_sets, hit_rates, nearest_tokens, random_token_rate,
                                             token_text, utterance_keywords)
 from assets.training.experiments import Experiment
-from assets.training.runs import build_encoder, data_sources, embedding_dim, evaluation_clips, normaliser, weights_path
-from assets.training.trainer import load_encoder_weights
+from assets.training.runs import data_sources, embedding_dim, evaluation_clips, normaliser, trained_model
 
 KEYWORDS_FILE = "keywords.json"
 
@@ -30,12 +30,7 @@ def keyword_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher, 
     normalise = normaliser(cache, ds, exp, data_sources(cache, ds, exp, False).layout)
     per_seed, shown = {}, []
     for seed in exp.seeds:
-        weights = weights_path(cache, exp, seed)
-        if not weights.is_file():
-            raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); train it first")
-        model = build_encoder(exp, teacher, embedding_dim(clips), seed)
-        load_encoder_weights(model, weights)
-        model.to(dev)
+        model = trained_model(cache, exp, seed, teacher, embedding_dim(clips), dev)
         gold = caption_token_sets(teacher.tokenizer, clips.caption_texts, model.cascaded.excluded_ids.tolist())
         keywords = utterance_keywords(model, clips, normalise, dev)
         neighbours, sims = nearest_tokens(model, keywords)
@@ -61,12 +56,7 @@ def keyword_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher, 
 
 
 def _summary(per_seed: dict) -> dict:
-    out = {}
-    for key in ("hit_rate", "random_token_rate"):
-        values = [per_seed[s][key] for s in per_seed]
-        out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                    "values": values}
-    return out
+    return {key: mean_std([per_seed[s][key] for s in per_seed]) for key in ("hit_rate", "random_token_rate")}
 
 
 def keywords_markdown(doc: dict, examples: int = 3) -> str:

@@ -17,13 +17,13 @@ import numpy as np
 
 from assets.core.atomic_io import atomic_path, write_json_atomic
 from assets.core.device import resolve_device
+from assets.core.seed_stats import mean_std
 from assets.ingest.dataset_config import DatasetConfig
 from assets.localisation.heatmap_grid import heatmap_grid_png
 from assets.localisation.localise import (dense_heatmaps, eval_frame_boxes, eval_frames, global_heatmaps,
                                           localisation_metrics)
 from assets.training.experiments import Experiment
-from assets.training.runs import build_encoder, data_sources, embedding_dim, evaluation_clips, normaliser, weights_path
-from assets.training.trainer import load_encoder_weights
+from assets.training.runs import data_sources, embedding_dim, evaluation_clips, normaliser, trained_model
 from data.synthav.generate import BOXES_FILE
 from models.clip_patch_tokens import ImagePatchTokens
 
@@ -51,12 +51,7 @@ def localise_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher,
     names = map_names(exp)
     per_seed, grid = {}, None
     for seed in exp.seeds:
-        weights = weights_path(cache, exp, seed)
-        if not weights.is_file():
-            raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); train it first")
-        model = build_encoder(exp, teacher, embedding_dim(clips), seed)
-        load_encoder_weights(model, weights)
-        model.to(dev)
+        model = trained_model(cache, exp, seed, teacher, embedding_dim(clips), dev)
         if exp.loss.kind == "denseav":
             maps = dense_heatmaps(model, clips, normalise, dev, exp.loss.heads)
         else:
@@ -90,14 +85,8 @@ def chance_levels(boxes: list, grid: tuple[int, int], size: int, draws: int = 5,
 
 
 def _summary(per_seed: dict, names: list[str]) -> dict:
-    out = {}
-    for name in names:
-        out[name] = {}
-        for metric in ("cIoU", "AUC", "pixel_AP"):
-            values = [per_seed[s][name][metric] for s in per_seed]
-            out[name][metric] = {"mean": float(np.mean(values)),
-                                 "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "values": values}
-    return out
+    return {name: {metric: mean_std([per_seed[s][name][metric] for s in per_seed]) for metric in ("cIoU", "AUC", "pixel_AP")}
+            for name in names}
 
 
 def localisation_markdown(docs: list[dict]) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from assets.core.average_precision import average_precision
+from assets.core.seed_stats import mean_std
 from losses.dense_similarity import paired_similarity
 from models.denseav import DenseFeatures
 
@@ -79,8 +80,7 @@ def summarise_head_splits(per_seed: dict[int, dict]) -> dict:
         if any(v is None for v in values):
             out[key] = None
             continue
-        out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                    "values": [float(v) for v in values]}
+        out[key] = mean_std(values)
     return out
 
 

@@ -36,6 +36,7 @@ import torch
 from assets.caches.fbank_stats import Normaliser, load_fbank_stats
 from assets.core.atomic_io import write_json_atomic
 from assets.core.device import resolve_device
+from assets.core.seed_stats import mean_std
 from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
@@ -451,13 +452,8 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
                   device: str = RUN_DEFAULTS.device,
                   head_split_sources: dict[str, tuple[DatasetConfig, ClipSet]] | None = None) -> tuple[dict, dict | None]:
     """(the seed's retrieval report on `clips`, its head split over `head_split_sources` or None)."""
-    weights = weights_path(cache, exp, seed)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
-                                f"materialise audio_encoder partition {exp.name} first")
     dev = resolve_device(device)
-    model = build_encoder(exp, teacher, embedding_dim(clips), seed).to(dev)
-    load_encoder_weights(model, weights)
+    model = trained_model(cache, exp, seed, teacher, embedding_dim(clips), dev)
     src = data_sources(cache, ds, exp, with_text)
     normalise = normaliser(cache, ds, exp, src.layout)
     if exp.loss.kind != "denseav":
@@ -474,6 +470,18 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
     return report, head_split(scores)
 
 
+def trained_model(cache, exp: Experiment, seed: int, teacher, embed_dim: int, device: torch.device):
+    """The seed's finished run as a model on `device` (built as training built it, its final weights
+    loaded); a seed without final weights is a FileNotFoundError naming the partition to materialise."""
+    weights = weights_path(cache, exp, seed)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
+                                f"materialise audio_encoder partition {exp.name} first")
+    model = build_encoder(exp, teacher, embed_dim, seed)
+    load_encoder_weights(model, weights)
+    return model.to(device)
+
+
 def summarise_seeds(per_seed: dict[int, dict]) -> dict:
     """{direction: {metric: {"mean", "std", "values"}}}; std is the sample std over seeds (0 for one seed)."""
     directions = sorted({d for r in per_seed.values() for d in r})
@@ -483,8 +491,7 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
         out[d] = {}
         for m in metrics:
             values = [float(per_seed[s][d][m]) for s in sorted(per_seed)]
-            out[d][m] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                         "values": values}
+            out[d][m] = mean_std(values)
     return out
 
 
