@@ -62,7 +62,8 @@ def _summary(per_seed: dict) -> dict:
 def keywords_markdown(doc: dict, examples: int = 3) -> str:
     """The hit rates (mean ± std over seeds) and a few detokenised utterances."""
     s = doc["summary"]
-    lines = [f"keyword hit rate {100 * s['hit_rate']['mean']:.1f} ± {100 * s['hit_rate']['std']:.1f} % vs random tokens "
+    hit = s["hit_rate"]
+    lines = [f"keyword hit rate {100 * hit['mean']:.1f} ± {100 * hit['std']:.1f} % vs random tokens "
              f"{100 * s['random_token_rate']['mean']:.1f} ± {100 * s['random_token_rate']['std']:.1f} % "
              f"({doc['eval_clips']} utterances, {len(doc['seeds'])} seeds, BatchNorm "
              f"{'on' if doc['batchnorm'] else 'off'})", ""]

@@ -186,7 +186,8 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
                        embed_dim, image_groups(cache, (ds, *mix), train.clip_ids) if speechclip else None)
 
 
-def _with_patch_tokens(cache, parts: list[tuple[str, ClipSet]], load_teacher: Callable[[], object] | None, device: str, log) -> list[tuple[str, ClipSet]]:
+def _with_patch_tokens(cache, parts: list[tuple[str, ClipSet]], load_teacher: Callable[[], object] | None,
+                       device: str, log) -> list[tuple[str, ClipSet]]:
     """Each part with its clips' cached patch tokens (`assets.training.patch_token_cache`)."""
     if load_teacher is None:
         raise ValueError("dense.patch_token_cache needs the teacher to build the token cache")
