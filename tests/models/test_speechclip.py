@@ -51,10 +51,21 @@ def test_straight_through_forwards_the_one_hot_and_backpropagates_the_softmax():
     assert torch.equal(evaluated, out.detach()) and not evaluated.requires_grad
 
 
-def test_keyword_insertion_equals_encoding_the_chosen_tokens_as_text(clip):
+VIT_B_32_TEXT = {"embed_dim": 512, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 2}}
+
+
+@pytest.mark.parametrize("model", ["tiny", "vit-b-32 text shape"])
+def test_keyword_insertion_equals_encoding_the_chosen_tokens_as_text(clip, model):
     """Tokenise a caption, put its word tokens' embeddings in as keywords: CLIP's own encode_text of
-    the tokenised caption gives the same embedding (positions 1..K, the end token at K + 1)."""
-    tokens = TOKENIZER(["a red ball in a park", "two green cubes"])
+    the tokenised caption gives the same embedding (positions 1..K, the end token at K + 1). Also
+    with ViT-B/32's text tower shape (width 512, 8 heads, 77 tokens; 2 of its 12 layers, random)."""
+    if model != "tiny":
+        from open_clip.model import CLIP
+        torch.manual_seed(0)
+        clip = CLIP(**VIT_B_32_TEXT).eval().requires_grad_(False)
+    tokens = open_clip.SimpleTokenizer(context_length=clip.positional_embedding.shape[0])(
+        ["a red ball in a park", "two green cubes"])
     pad, start, end = special_ids(TOKENIZER)
     for row in tokens:
         words = row[1:int((row == end).nonzero()[0])]
@@ -62,8 +73,9 @@ def test_keyword_insertion_equals_encoding_the_chosen_tokens_as_text(clip):
         got = encode_keywords(clip, keywords, start, end)
         expected = clip.encode_text(row[None])
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="31 keywords need a context of 33"):
-        encode_keywords(clip, torch.zeros(1, 31, clip.token_embedding.weight.shape[1]), start, end)
+    context = clip.positional_embedding.shape[0]
+    with pytest.raises(ValueError, match=f"{context - 1} keywords need a context of {context + 1}"):
+        encode_keywords(clip, torch.zeros(1, context - 1, clip.token_embedding.weight.shape[1]), start, end)
 
 
 def test_cascaded_branch_outputs_exact_token_embeddings_and_learns_through_the_softmax(clip):
