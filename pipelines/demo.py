@@ -102,8 +102,9 @@ def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
             print(f"    {'':<24} heatmaps: {loc['heatmaps_path']}")
         if KEYWORDS_TAG in load_all_experiments()[name].tags:
             kw = _metadata(_run(instance, KEYWORD_JOB, name), ["keywords", "keyword_report"])
-            print(f"    {'':<24} keyword hit rate {kw['hit_rate']:.1f} % vs random tokens {kw['random_token_rate']:.1f} % "
-                  f"({kw['path']})")
+            print(f"    {'':<24} keyword hit rate {kw['hit_rate']:.1f} % (random tokens {kw['random_token_rate']:.1f} %); "
+                  f"keywords that are caption tokens {kw['keyword_precision']:.1f} % (random "
+                  f"{kw['random_keyword_precision']:.1f} %) ({kw['path']})")
     m = _metadata(_run(instance, REPORT_JOB), ["experiments", "ablation_report"])
     print()
     print(m["table"])

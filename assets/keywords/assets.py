@@ -42,6 +42,8 @@ def build_keyword_asset(partitions: dg.PartitionsDefinition, datasets: list[Data
             "report": dg.MetadataValue.md(keywords_markdown(doc)),
             "hit_rate": round(100 * s["hit_rate"]["mean"], 2),
             "random_token_rate": round(100 * s["random_token_rate"]["mean"], 2),
+            "keyword_precision": round(100 * s["keyword_precision"]["mean"], 2),
+            "random_keyword_precision": round(100 * s["random_keyword_precision"]["mean"], 2),
             "eval_utterances": doc["eval_clips"], "seeds": doc["seeds"],
             "path": dg.MetadataValue.path(str(layout.experiment_dir(part.exp.name) / KEYWORDS_FILE))})
 

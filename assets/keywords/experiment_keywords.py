@@ -9,7 +9,7 @@ from assets.core.atomic_io import write_json_atomic
 from assets.core.device import resolve_device
 from assets.core.seed_stats import mean_std
 from assets.ingest.dataset_config import DatasetConfig
-from assets.keywords.keyword_report import (caption_token_sets, hit_rates, nearest_tokens, random_token_rate,
+from assets.keywords.keyword_report import (caption_token_sets, hit_rates, nearest_tokens, random_token_rates,
                                             token_text, utterance_keywords)
 from assets.training.experiments import Experiment
 from assets.training.runs import data_sources, embedding_dim, evaluation_clips, normaliser, trained_model
@@ -35,9 +35,14 @@ def keyword_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher, 
         keywords = utterance_keywords(model, clips, normalise, dev)
         neighbours, sims = nearest_tokens(model, keywords)
         rates = hit_rates(neighbours, gold)
+        chance = random_token_rates(model, gold, keywords.shape[1], seed=seed)
         per_seed[str(seed)] = {"hit_rate": rates["any"], "hit_rate_per_keyword": rates["per_keyword"],
-                               "random_token_rate": random_token_rate(model, gold, keywords.shape[1], seed=seed),
-                               "distinct_keyword_tokens": int(len(np.unique(keywords)))}
+                               "keyword_hit_rate": rates["per_keyword_mean"], "keyword_precision": rates["precision"],
+                               "random_token_rate": chance["any"], "random_keyword_hit_rate": chance["per_keyword_mean"],
+                               "random_keyword_precision": chance["precision"],
+                               "distinct_keyword_tokens": int(len(np.unique(keywords))),
+                               "distinct_keywords_per_utterance": float(np.mean([len(set(k)) for k in keywords.tolist()])),
+                               "table_tokens": int(len(model.cascaded.token_ids))}
         if not shown:
             shown = [{"clip_id": clips.clip_ids[i], "caption": clips.caption_texts[i][0],
                       "keywords": [[[token_text(teacher.tokenizer, t), round(float(s), 3)]
@@ -55,18 +60,24 @@ def keyword_experiment(cache, ds: DatasetConfig, exp: Experiment, load_teacher, 
     return doc
 
 
+SUMMARISED = ("hit_rate", "random_token_rate", "keyword_hit_rate", "random_keyword_hit_rate", "keyword_precision",
+              "random_keyword_precision", "distinct_keywords_per_utterance")
+
+
 def _summary(per_seed: dict) -> dict:
-    return {key: mean_std([per_seed[s][key] for s in per_seed]) for key in ("hit_rate", "random_token_rate")}
+    return {key: mean_std([per_seed[s][key] for s in per_seed]) for key in SUMMARISED}
 
 
 def keywords_markdown(doc: dict, examples: int = 3) -> str:
     """The hit rates (mean ± std over seeds) and a few detokenised utterances."""
     s = doc["summary"]
-    hit = s["hit_rate"]
-    lines = [f"keyword hit rate {100 * hit['mean']:.1f} ± {100 * hit['std']:.1f} % vs random tokens "
-             f"{100 * s['random_token_rate']['mean']:.1f} ± {100 * s['random_token_rate']['std']:.1f} % "
-             f"({doc['eval_clips']} utterances, {len(doc['seeds'])} seeds, BatchNorm "
-             f"{'on' if doc['batchnorm'] else 'off'})", ""]
+    pct = (lambda key: f"{100 * s[key]['mean']:.1f} ± {100 * s[key]['std']:.1f}")
+    lines = [f"{doc['eval_clips']} utterances, {len(doc['seeds'])} seeds, BatchNorm {'on' if doc['batchnorm'] else 'off'}; "
+             f"{s['distinct_keywords_per_utterance']['mean']:.1f} distinct keywords per utterance", "",
+             "| % | keywords | random tokens |", "|---|---|---|",
+             f"| any keyword's top-5 meets the caption | {pct('hit_rate')} | {pct('random_token_rate')} |",
+             f"| a keyword's top-5 meets the caption | {pct('keyword_hit_rate')} | {pct('random_keyword_hit_rate')} |",
+             f"| a keyword is a caption token | {pct('keyword_precision')} | {pct('random_keyword_precision')} |", ""]
     for ex in doc["examples"][:examples]:
         lines += [f"**{ex['caption']}** ({ex['clip_id']})", "", "| keyword | top-5 tokens (cosine) |", "|---|---|"]
         for k, tokens in enumerate(ex["keywords"]):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from assets.keywords.keyword_report import caption_token_sets, hit_rates, nearest_tokens, random_token_rate, token_text
+from assets.keywords.keyword_report import caption_token_sets, hit_rates, nearest_tokens, random_token_rates, token_text
 
 TOKENIZER = open_clip.SimpleTokenizer(context_length=32)
 
@@ -44,10 +44,12 @@ def test_nearest_tokens_rank_by_cosine_and_leave_out_the_specials():
 def test_hit_rate_by_hand():
     neighbours = np.array([[[10, 11], [14, 13]],    # utterance 0: keyword 1 meets 13
                            [[12, 13], [12, 10]],    # utterance 1: no keyword meets {14}
-                           [[11, 10], [13, 12]]])   # utterance 2: both keywords meet {10, 12}
-    gold = [{13, 50}, {14}, {10, 12}]
+                           [[11, 10], [13, 12]]])   # utterance 2: both keywords meet {10, 12, 13}
+    gold = [{13, 50}, {14}, {10, 12, 13}]
     rates = hit_rates(neighbours, gold)
     assert rates["any"] == pytest.approx(2 / 3) and rates["per_keyword"] == pytest.approx([1 / 3, 2 / 3])
+    assert rates["per_keyword_mean"] == pytest.approx(3 / 6)
+    assert rates["precision"] == pytest.approx(1 / 6)  # of the six keywords' own tokens only 13 (utt. 2) is a caption token
 
 
 def test_caption_tokens_leave_out_the_specials():
@@ -64,7 +66,12 @@ def test_random_tokens_hit_as_often_as_the_gold_covers_the_table():
     b = torch.tensor([[0.0, 1.0, 0.01 * i] for i in range(6)])
     model = _Model(torch.cat([a, b]), list(range(100, 112)), [0])
     cluster_a = set(range(100, 106))
-    assert random_token_rate(model, [cluster_a] * 300, keywords=1, draws=4) == pytest.approx(0.5, abs=0.06)
-    assert random_token_rate(model, [{7}] * 300, keywords=1, draws=2) == 0.0
+    one = random_token_rates(model, [cluster_a] * 300, keywords=1, draws=4)
+    assert one["any"] == pytest.approx(0.5, abs=0.06) and one["precision"] == pytest.approx(0.5, abs=0.06)
+    assert random_token_rates(model, [{7}] * 300, keywords=1, draws=2) == {"any": 0.0, "per_keyword_mean": 0.0,
+                                                                             "precision": 0.0}
     # with two keywords, an utterance is missed only when both land in the other cluster
-    assert random_token_rate(model, [cluster_a] * 300, keywords=2, draws=4) == pytest.approx(0.75, abs=0.06)
+    two = random_token_rates(model, [cluster_a] * 300, keywords=2, draws=4)
+    assert two["any"] == pytest.approx(0.75, abs=0.06) and two["per_keyword_mean"] == pytest.approx(0.5, abs=0.06)
+    # a caption holding one token of cluster A: a keyword is that token one time in twelve
+    assert random_token_rates(model, [{100}] * 600, keywords=1, draws=4)["precision"] == pytest.approx(1 / 12, abs=0.03)
