@@ -83,7 +83,7 @@ def main() -> None:
           f"{args.threads} threads, {args.repeat} pairs")
     print(f"pixels (decode + frozen tower): {1000 * np.median(pixels):.0f} ms/step (best {1000 * min(pixels):.0f})")
     print(f"cached tokens:                  {1000 * np.median(tokens):.0f} ms/step (best {1000 * min(tokens):.0f})")
-    print(f"speed-up {np.median(ratios):.2f}x (median of pairs); cache {per_clip / 1024:.0f} KB per clip of 4 frames")
+    print(f"speed-up {np.median(ratios):.2f}x (median of pairs); cache {per_clip / 1024:.0f} KiB per clip of 4 frames")
 
 
 if __name__ == "__main__":
