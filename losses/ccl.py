@@ -17,6 +17,8 @@ numerical faults fixed:
   the Jensen-Shannon divergence of the paper's notation. The code's form is kept.
 - `same_class(labels)`: which pairs share a class: equal class ids, or for multi-label data
   (a multi-hot (B, C) matrix) at least one shared label; a clip is always its own positive.
+- `ccl_objective`: the student's and the composition heads' losses of training.py, with the
+  code's gradient routing (see its docstring).
 """
 
 from __future__ import annotations
@@ -59,3 +61,45 @@ def ccl_jsd(p_logits: torch.Tensor, q_logits: torch.Tensor, weight: float = 1.0)
     p, q = torch.softmax(p_logits, dim=1), torch.softmax(q_logits, dim=1)
     loss = (p * torch.log(p / q + EPSILON)).sum(1) + (q * torch.log(q / p + EPSILON)).sum(1)
     return loss.mean() * weight
+
+
+def ccl_objective(student: torch.Tensor, student_logits: torch.Tensor, teachers: dict[str, torch.Tensor],
+                  heads: dict, labels: torch.Tensor, temperatures: dict[str, float], jsd_weight: float = 0.5,
+                  teacher_weight: float = 1.0, composed_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """CCL's training objective for one batch, as the reference's `train_epoch` (training.py):
+    per teacher t (its frozen features, its composition head, its NCE temperature):
+
+        student loss = CE(student) + sum_t [ composed_weight * sNCE(student, composed_t)
+                                             + teacher_weight * sNCE(student, teacher_t)
+                                             + JSD(student, composed_t) ]
+        head_t loss  = CE(composed_t) + sNCE(student, composed_t) + sNCE(composed_t, teacher_t) + JSD
+
+    (sNCE: `symmetric_nce`; CE: cross-entropy, or for multi-hot labels the mean binary
+    cross-entropy). The weights default to the code's plain sum (the poster's lambdas are
+    fields). Gradient routing follows the code's two optimisers: the student learns from the
+    student loss only (the code zeroes the student's gradients after the head's backward), a
+    head from both losses. Here that is one backward of their sum, with the head loss computed
+    on a detached student (its composed features recomputed from it), so it reaches the heads
+    and never the student. Returns (the sum to back-propagate, each term for the logs)."""
+    same = same_class(labels)
+    ce = (lambda logits: F.cross_entropy(logits, labels) if labels.ndim == 1
+          else F.binary_cross_entropy_with_logits(logits, labels.float()))
+    parts = {"ce": ce(student_logits)}
+    student_loss, head_loss = parts["ce"], 0.0
+    for name, teacher in teachers.items():
+        t, head = temperatures[name], heads[name]
+        teacher = teacher.detach()
+        logits, composed = head(teacher, student)
+        jsd = ccl_jsd(student_logits, logits, jsd_weight)
+        parts[f"nce_composed_{name}"] = symmetric_nce(student, composed, same, t)
+        parts[f"nce_teacher_{name}"] = symmetric_nce(student, teacher, same, t)
+        parts[f"jsd_{name}"] = jsd
+        student_loss = (student_loss + composed_weight * parts[f"nce_composed_{name}"]
+                        + teacher_weight * parts[f"nce_teacher_{name}"] + jsd)
+        fixed = student.detach()
+        head_logits, head_composed = head(teacher, fixed)
+        parts[f"head_{name}"] = (ce(head_logits) + symmetric_nce(fixed, head_composed, same, t)
+                                 + symmetric_nce(head_composed, teacher, same, t)
+                                 + ccl_jsd(student_logits.detach(), head_logits, jsd_weight))
+        head_loss = head_loss + parts[f"head_{name}"]
+    return student_loss + head_loss, {k: v.detach() for k, v in parts.items()}

@@ -100,3 +100,60 @@ def test_composition_head_adds_a_residual_to_the_frozen_teacher():
     assert teacher.grad is None and student.grad is not None and head.mlp.weight.grad is not None
     with pytest.raises(ValueError, match="differ in shape"):
         head(torch.zeros(2, 8), torch.zeros(2, 4))
+
+
+def test_objective_routes_gradients_as_the_references_two_optimisers():
+    """The reference backs total_a (head) up, zeroes the student's gradients, then backs total_v
+    (student) up: the student keeps total_v's gradients, the head both. One backward of
+    ccl_objective's sum gives the same gradients (two teachers, several positives per class)."""
+    from losses.ccl import ccl_objective
+    torch.manual_seed(0)
+    encoder, classifier = torch.nn.Linear(6, 4).double(), torch.nn.Linear(4, 3).double()
+    heads = {"image": CompositionHead(4, 3).double(), "text": CompositionHead(4, 3).double()}
+    x = torch.randn(8, 6, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    teachers = {"image": torch.randn(8, 4, dtype=torch.float64), "text": torch.randn(8, 4, dtype=torch.float64)}
+    temps = {"image": 0.1, "text": 0.5}
+    same = same_class(labels)
+    params = [*encoder.parameters(), *classifier.parameters(), *(p for h in heads.values() for p in h.parameters())]
+
+    # the reference's order of operations
+    student = encoder(x)
+    logits_s = classifier(student)
+    ce = torch.nn.functional.cross_entropy
+    total_v, total_a = ce(logits_s, labels), 0
+    for name in ("image", "text"):
+        logits_c, composed = heads[name](teachers[name], student)
+        jsd = ccl_jsd(logits_s, logits_c, 0.5)
+        total_v = total_v + symmetric_nce(student, composed, same, temps[name]) + \
+            symmetric_nce(student, teachers[name], same, temps[name]) + jsd
+        total_a = total_a + ce(logits_c, labels) + symmetric_nce(student, composed, same, temps[name]) + \
+            symmetric_nce(composed, teachers[name], same, temps[name]) + jsd
+    for p in params:
+        p.grad = None
+    total_a.backward(retain_graph=True)
+    for p in (*encoder.parameters(), *classifier.parameters()):
+        p.grad = None  # optimizer.zero_grad() of the student's optimiser
+    total_v.backward()
+    reference = [p.grad.clone() for p in params]
+
+    for p in params:
+        p.grad = None
+    student = encoder(x)
+    loss, parts = ccl_objective(student, classifier(student), teachers, heads, labels, temps)
+    loss.backward()
+    for ref, p in zip(reference, params):
+        torch.testing.assert_close(p.grad, ref)
+    assert {"ce", "nce_composed_image", "nce_teacher_text", "jsd_image", "head_text"} <= set(parts)
+
+
+def test_objective_on_multi_label_data_uses_binary_cross_entropy():
+    from losses.ccl import ccl_objective
+    torch.manual_seed(0)
+    student = torch.randn(4, 4, requires_grad=True)
+    logits = torch.randn(4, 3, requires_grad=True)
+    hot = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    loss, parts = ccl_objective(student, logits, {}, {}, hot, {})
+    assert parts["ce"].item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, hot.float()).item())
+    assert loss.item() == pytest.approx(parts["ce"].item())  # no teacher: the supervised baseline
