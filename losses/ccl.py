@@ -42,7 +42,8 @@ def same_class(labels: torch.Tensor) -> torch.Tensor:
 def multi_class_nce(f1: torch.Tensor, f2: torch.Tensor, same: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, D), (B, D), (B, B) bool positives (row i: the columns of i's class) -> scalar loss."""
     if same.shape != (f1.shape[0], f2.shape[0]) or same.dtype != torch.bool:
-        raise ValueError(f"same must be a ({f1.shape[0]}, {f2.shape[0]}) bool mask, got {tuple(same.shape)} {same.dtype}")
+        raise ValueError(f"same must be a ({f1.shape[0]}, {f2.shape[0]}) bool mask, "
+                         f"got {tuple(same.shape)} {same.dtype}")
     cos = F.normalize(f1, dim=1) @ F.normalize(f2, dim=1).T
     p = torch.softmax(cos / temperature, dim=1)
     pos, neg = same.float(), (~same).float()
@@ -65,7 +66,8 @@ def ccl_jsd(p_logits: torch.Tensor, q_logits: torch.Tensor, weight: float = 1.0)
 
 def ccl_objective(student: torch.Tensor, student_logits: torch.Tensor, teachers: dict[str, torch.Tensor],
                   heads: dict, labels: torch.Tensor, temperatures: dict[str, float], jsd_weight: float = 0.5,
-                  teacher_weight: float = 1.0, composed_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  teacher_weight: float = 1.0, composed_weight: float = 1.0
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CCL's training objective for one batch, as the reference's `train_epoch` (training.py):
     per teacher t (its frozen features, its composition head, its NCE temperature):
 

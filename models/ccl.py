@@ -26,7 +26,8 @@ class CompositionHead(nn.Module):
     def forward(self, teacher: torch.Tensor, student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) teacher and student features -> ((B, classes) logits, (B, D) composed feature)."""
         if teacher.shape != student.shape:
-            raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} features differ in shape")
+            raise ValueError(f"teacher {tuple(teacher.shape)} and student {tuple(student.shape)} features "
+                             "differ in shape")
         pair = (torch.cat([F.normalize(teacher, dim=1), F.normalize(student, dim=1)], 1) if self.normalize
                 else torch.cat([teacher, student], 1))
         feature = teacher + self.mlp(pair)

@@ -27,7 +27,8 @@ def _nce_loop(f1, f2, labels, t):
 
 def test_nce_equals_a_direct_loop_with_several_positives_per_row():
     gen = torch.Generator().manual_seed(0)
-    f1, f2 = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    f1 = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    f2 = torch.randn(6, 5, generator=gen, dtype=torch.float64)
     labels = torch.tensor([0, 1, 0, 2, 1, 0])  # class 0 three times, class 1 twice
     got = multi_class_nce(f1, f2, same_class(labels), temperature=0.5)
     assert got.item() == pytest.approx(_nce_loop(f1, f2, labels.tolist(), 0.5), rel=1e-10)
