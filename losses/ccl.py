@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 EPSILON = 1e-10  # the reference's EPISILON
 
@@ -105,3 +106,24 @@ def ccl_objective(student: torch.Tensor, student_logits: torch.Tensor, teachers:
                                  + ccl_jsd(student_logits.detach(), head_logits, jsd_weight))
         head_loss = head_loss + parts[f"head_{name}"]
     return student_loss + head_loss, {k: v.detach() for k, v in parts.items()}
+
+
+class CCLLoss(nn.Module):
+    """`ccl_objective` with an experiment's temperatures and weights; `parts` holds the last batch's
+    terms, `scale()` the image teacher's inverse temperature (what the trainer logs)."""
+
+    def __init__(self, temperatures: dict[str, float], jsd_weight: float = 0.5, teacher_weight: float = 1.0,
+                 composed_weight: float = 1.0):
+        super().__init__()
+        self.temperatures, self.jsd_weight = dict(temperatures), jsd_weight
+        self.teacher_weight, self.composed_weight = teacher_weight, composed_weight
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def scale(self) -> torch.Tensor:
+        return torch.tensor(1.0 / self.temperatures.get("image", 1.0))
+
+    def forward(self, student: torch.Tensor, student_logits: torch.Tensor, teachers: dict[str, torch.Tensor],
+                heads, labels: torch.Tensor) -> torch.Tensor:
+        loss, self.parts = ccl_objective(student, student_logits, teachers, heads, labels, self.temperatures,
+                                         self.jsd_weight, self.teacher_weight, self.composed_weight)
+        return loss

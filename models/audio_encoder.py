@@ -40,4 +40,4 @@ def build_audio_encoder(kind: str, visual: nn.Module | None, embed_dim: int, see
 def takes_lengths(model: nn.Module) -> bool:
     """DaveNet pools over the true length of each (padded) spectrogram, SpeechCLIP masks its padding frames;
     the ViT sees fixed-size input."""
-    return isinstance(model, (DaveNet, SpeechCLIP))
+    return isinstance(model, (DaveNet, SpeechCLIP)) or bool(getattr(model, "takes_lengths", False))

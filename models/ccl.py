@@ -32,3 +32,26 @@ class CompositionHead(nn.Module):
                 else torch.cat([teacher, student], 1))
         feature = teacher + self.mlp(pair)
         return self.fc(feature), feature
+
+
+class CCLModel(nn.Module):
+    """The CCL student: an audio encoder whose (B, D) embedding is the student feature, a linear
+    classifier on it, and one composition head per teacher (their parameters trained with the
+    student's). `forward` returns the embedding, so retrieval evaluates it as any audio encoder;
+    `classify` also returns the class logits."""
+
+    def __init__(self, encoder: nn.Module, embed_dim: int, classes: int, teachers: tuple[str, ...],
+                 encoder_takes_lengths: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = nn.Linear(embed_dim, classes)
+        self.heads = nn.ModuleDict({t: CompositionHead(embed_dim, classes) for t in teachers})
+        self.encoder_takes_lengths = encoder_takes_lengths
+        self.takes_lengths = True
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(audio, lengths) if self.encoder_takes_lengths else self.encoder(audio)
+
+    def classify(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        student = self(audio, lengths)
+        return student, self.classifier(student)

@@ -43,11 +43,14 @@ from models.speechclip import BN_INITS, MODES as SPEECHCLIP_MODES
 
 STAGES = ("audio_image", "audio_text")
 MODEL_KINDS = ("audio_vit", "davenet", "hubert")
-LOSS_KINDS = ("infonce", "mined", "denseav", "speechclip")
+LOSS_KINDS = ("infonce", "mined", "denseav", "speechclip", "ccl")
+CCL_TEACHERS = ("image", "text")
 FRAME_STRATEGIES = ("random", "nearest", "multiframe")
 LR_SCALINGS = ("batch256", "none")
 _DENSE_LOSS_FIELDS = ("heads", "code_dim", "aggregation", "head_agg", "calibration_init", "regularisers")
 _HUBERT_MODEL_FIELDS = ("weights", "layer_norm_states")
+_CCL_LOSS_FIELDS = ("teachers", "nce_temperature_image", "nce_temperature_text", "jsd_weight", "teacher_weight",
+                    "composed_weight")
 _SPEECHCLIP_LOSS_FIELDS = ("keywords", "keyword_temperature", "keyword_batchnorm", "bn_init", "vocabulary", "retrieval")
 POOLS = ("cls", "segments")
 ALL_TABLES = ("org", *MINED_TABLES)
@@ -109,6 +112,16 @@ class LossSpec:
     bn_init: str = "per_dimension"
     vocabulary: str = "captions"
     retrieval: str = "parallel"
+    # ccl (losses/ccl.py, models/ccl.py; CCL's training.py): the teachers distilled (image: the clip's frame
+    # embedding; text: its class-name embedding; none: the supervised CE baseline), each one's NCE temperature
+    # (the code: 0.1 image, 0.5 for its second teacher), the JSD weight (--loss_weight 0.5) and the poster's
+    # lambdas on the teacher and composed NCE terms (the code sums them: 1.0)
+    teachers: tuple[str, ...] = ("image",)
+    nce_temperature_image: float = 0.1
+    nce_temperature_text: float = 0.5
+    jsd_weight: float = 0.5
+    teacher_weight: float = 1.0
+    composed_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,9 @@ class Experiment:
         if self.model.kind != "hubert":  # fields added with the HuBERT featurizer
             for k in _HUBERT_MODEL_FIELDS:
                 d["model"].pop(k)
+        if self.loss.kind != "ccl":  # fields added with CCL
+            for k in _CCL_LOSS_FIELDS:
+                d["loss"].pop(k)
         if self.loss.kind != "speechclip":  # fields added with SpeechCLIP
             for k in _SPEECHCLIP_LOSS_FIELDS:
                 d["loss"].pop(k)
@@ -361,6 +377,8 @@ def validate(exp: Experiment) -> None:
         fail(f"optim.clip_grad_per_tensor must be >= 0, got {exp.optim.clip_grad_per_tensor}")
     if exp.loss.kind == "denseav":
         _validate_denseav(exp, fail)
+    if exp.loss.kind == "ccl":
+        _validate_ccl(exp, fail)
     if exp.optim.lr_scaling not in LR_SCALINGS:
         fail(f"optim.lr_scaling must be one of {LR_SCALINGS}, got {exp.optim.lr_scaling!r}")
     for name, value, low in (("epochs", exp.epochs, 1), ("batch_size", exp.batch_size, 2), ("grad_accum", exp.grad_accum, 1),
@@ -383,6 +401,21 @@ def validate(exp: Experiment) -> None:
             fail("train.mix applies to audio_image training")
     if exp.model.patch is not None and len(exp.model.patch) != 2 or len(exp.model.stride) != 2:
         fail("model.patch and model.stride are [time, frequency] pairs")
+
+
+def _validate_ccl(exp: Experiment, fail) -> None:
+    loss = exp.loss
+    if exp.stage != "audio_image" or exp.frames.strategy != "random" or exp.grad_accum != 1:
+        fail("loss.kind ccl is audio_image training against one random frame per clip (frames.strategy: random, "
+             "grad_accum 1)")
+    bad = [t for t in loss.teachers if t not in CCL_TEACHERS]
+    if bad or len(set(loss.teachers)) != len(loss.teachers):
+        fail(f"loss.teachers must be distinct names from {CCL_TEACHERS}, got {list(loss.teachers)}")
+    for name in ("nce_temperature_image", "nce_temperature_text"):
+        if not getattr(loss, name) > 0:
+            fail(f"loss.{name} must be > 0, got {getattr(loss, name)}")
+    if min(loss.jsd_weight, loss.teacher_weight, loss.composed_weight) < 0:
+        fail("loss.jsd_weight, loss.teacher_weight and loss.composed_weight must be >= 0")
 
 
 def _validate_speechclip(exp: Experiment, fail) -> None:

@@ -25,6 +25,7 @@ from assets.training.head_split import head_split_markdown
 
 DIRECTIONS = ("A->I", "I->A", "A->I common", "I->A common", "A->T", "T->A")
 KS = ("R@1", "R@5", "R@10")
+RECOGNITION = ("top1", "mAP")  # the student classifier's recognition (CCL), in the summary's "recognition" entry
 
 
 def report_rows(docs: list[dict]) -> list[dict]:
@@ -47,6 +48,10 @@ def report_rows(docs: list[dict]) -> list[dict]:
                 row[f"{direction} {k}"] = None if s is None else s["mean"] * scale
                 row[f"{direction} {k} std"] = None if s is None else s["std"] * scale
         row["chance R@10"] = 100.0 * max(d["eval"]["chance_R@10"].values())
+        for k in RECOGNITION:
+            s = d["summary"].get("recognition", {}).get(k)
+            row[f"recognition {k}"] = None if s is None else 100 * s["mean"]
+            row[f"recognition {k} std"] = None if s is None else 100 * s["std"]
         split = (d.get("head_split") or {}).get("summary", {}).get("act_dis")
         row["Act.Dis"], row["Act.Dis std"] = (None, None) if split is None else (100 * split["mean"], 100 * split["std"])
         rows.append(row)
@@ -76,8 +81,10 @@ def markdown_report(rows: list[dict]) -> str:
         out.append(f"### {dataset} ({stage.replace('_', '-')}), {group[0]['eval_clips']} evaluation clips, "
                    f"R@k in %, chance R@10 {group[0]['chance R@10']:.1f}")
         act_dis = any(r["Act.Dis"] is not None for r in group)
+        recognition = [k for k in RECOGNITION if any(r[f"recognition {k}"] is not None for r in group)]
         head = ["experiment", "frames", "mode", "k", *(t if t == "org" else t.upper() for t in ALL_TABLES),
-                *(f"{d} {k}" for d in directions for k in KS), *(["Act.Dis"] if act_dis else [])]
+                *(f"{d} {k}" for d in directions for k in KS), *(["Act.Dis"] if act_dis else []),
+                *(f"recognition {k}" for k in recognition)]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for r in group:
@@ -85,7 +92,8 @@ def markdown_report(rows: list[dict]) -> str:
             cells = [name, r["frames"], r["mode"] or "–", "–" if r["k"] is None else str(r["k"]),
                      *("✓" if r[t] else "✗" for t in ALL_TABLES),
                      *(_cell(r, f"{d} {k}", r["seeds"]) for d in directions for k in KS),
-                     *([_cell(r, "Act.Dis", r["seeds"])] if act_dis else [])]
+                     *([_cell(r, "Act.Dis", r["seeds"])] if act_dis else []),
+                     *(_cell(r, f"recognition {k}", r["seeds"]) for k in recognition)]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if any(r["A->I common R@1"] is not None for r in rows):
@@ -262,12 +270,14 @@ def metrics_summary(doc: dict, skipped: bool, path: Path) -> dict:
     if doc.get("head_split"):
         out["head_split"] = head_split_markdown(doc["head_split"])
     for d, s in doc["summary"].items():
-        for k in KS:
-            out[f"{d} {k}"] = round(100 * s[k]["mean"], 2)
+        for k in (*KS, *RECOGNITION):
+            if k in s:
+                out[f"{d} {k}"] = round(100 * s[k]["mean"], 2)
     return out
 
 
 def below_chance(doc: dict) -> dict[str, float]:
     """{direction: mean R@10} of the directions whose mean R@10 is under 5x chance (10 / eval size)."""
     chance = doc["eval"]["chance_R@10"]
-    return {d: s["R@10"]["mean"] for d, s in doc["summary"].items() if s["R@10"]["mean"] < 5 * chance[d]}
+    return {d: s["R@10"]["mean"] for d, s in doc["summary"].items()
+            if "R@10" in s and s["R@10"]["mean"] < 5 * chance[d]}

@@ -40,20 +40,24 @@ from assets.core.seed_stats import mean_std
 from assets.ingest.dataset_config import DatasetConfig
 from assets.ingest.semantic_keys import group_ids, load_semantic_keys
 from assets.mining.neighbor_search import read_table
+from assets.training.class_labels import ClassLabels, class_labels
 from assets.training.data import ClipSet, concat_clips, load_clips, seeded_subset
 from assets.training.dense_evaluation import DENSE_SIMILARITY, dense_features, dense_retrieval_report
 from assets.training.evaluation import COMMON_PROTOCOL, SIMILARITY_NAMES, embed_clips, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.head_split import head_split, paired_head_scores, summarise_head_splits
 from assets.training.patch_token_cache import TOKENS_DIR, load_patch_tokens
+from assets.training.recognition import class_logits, recognition_metrics
 from assets.training.trainer import FINAL_WEIGHTS, RUN_FILE, Trainer, TrainInputs, audio_output, load_encoder_weights
-from models.audio_encoder import build_audio_encoder
+from models.audio_encoder import build_audio_encoder, takes_lengths
+from models.ccl import CCLModel
 from models.clip_patch_tokens import ImagePatchTokens
 from models.denseav import DenseAV
 from models.speechclip import SpeechCLIP, caption_vocabulary, special_ids
 
 CAPTION_FORMATS = ("places", "audiocaps")  # datasets whose texts are captions (the others: label prompts)
 METRICS_FILE = "metrics.json"
+SUMMARISED_METRICS = ("median_rank", "top1", "mAP")  # summarised over seeds besides R@k (top1, mAP: recognition)
 PROTOCOL = ("R@k = fraction of queries whose best-ranked true match is within the top k; ties count against "
             "the model. A->I, I->A: one true match. A->T: a clip's captions are all true matches (best rank), "
             "T->A: every caption is a query with its one clip.")
@@ -162,7 +166,8 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
     (a key of one dataset never groups with another's). `dense.patch_token_cache`: the clips carry
     the teacher's patch tokens of their frames, built per shard where missing (`load_teacher`)."""
     _check_mix(exp, mix)
-    src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text" or exp.loss.kind == "speechclip")
+    src = data_sources(cache, ds, exp, with_text=exp.stage == "audio_text" or exp.loss.kind == "speechclip"
+                       or (exp.loss.kind == "ccl" and "text" in exp.loss.teachers))
     subset = (exp.train.max_clips, exp.train.subset_seed)
     own = load_clips_cached(cache, ds, src, exp.train.splits, subset, memory_gb)
     embed_dim = embedding_dim(own)
@@ -182,8 +187,9 @@ def training_inputs(cache, ds: DatasetConfig, exp: Experiment, memory_gb: float 
     groups = group_ids(train.clip_ids, keys) if keys else None
     val, label = _validation_clips(cache, ds, src, exp, own)
     speechclip = exp.loss.kind == "speechclip"
+    labels = dataset_labels(cache, ds, train.clip_ids) if exp.loss.kind == "ccl" else None
     return TrainInputs(train, normaliser(cache, ds, exp, src.layout), neighbours, val, label, shortfall, groups,
-                       embed_dim, image_groups(cache, (ds, *mix), train.clip_ids) if speechclip else None)
+                       embed_dim, image_groups(cache, (ds, *mix), train.clip_ids) if speechclip else None, labels)
 
 
 def _with_patch_tokens(cache, parts: list[tuple[str, ClipSet]], load_teacher: Callable[[], object] | None,
@@ -267,11 +273,13 @@ def needs_teacher(exp: Experiment) -> bool:
     return exp.model.kind == "audio_vit" or exp.loss.kind in ("denseav", "speechclip")
 
 
-def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int, vocabulary: torch.Tensor | None = None):
+def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int, vocabulary: torch.Tensor | None = None,
+                  classes: int | None = None):
     """The trained model: the audio encoder, or for DenseAV the whole `models.denseav.DenseAV`
     (its audio backbone this encoder), or for SpeechCLIP `models.speechclip.SpeechCLIP` (this
     encoder its featurizer; `vocabulary` its token table's ids, None: the whole vocabulary, as a
-    model about to load trained weights, which carry their own), built deterministically from `seed`."""
+    model about to load trained weights, which carry their own), or for CCL `models.ccl.CCLModel`
+    around it (`classes` outputs), built deterministically from `seed`."""
     m = exp.model
     visual = teacher.model.visual if (m.kind == "audio_vit" and teacher is not None) else None
     audio = build_audio_encoder(m.kind, visual, embed_dim, seed, time_frames=m.time_frames, mel_bins=m.mel_bins,
@@ -279,6 +287,12 @@ def build_encoder(exp: Experiment, teacher, embed_dim: int, seed: int, vocabular
                                 trim_padding=m.trim_padding, weights=m.weights, layer_norm_states=m.layer_norm_states)
     if exp.loss.kind == "speechclip":
         return _speechclip(exp, teacher, audio, embed_dim, seed, vocabulary)
+    if exp.loss.kind == "ccl":
+        if not classes:
+            raise ValueError(f"{exp.path}: a CCL model needs the dataset's number of classes")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return CCLModel(audio, embed_dim, classes, exp.loss.teachers, takes_lengths(audio))
     if exp.loss.kind != "denseav":
         return audio
     d = exp.dense
@@ -320,6 +334,11 @@ def image_groups(cache, datasets: Sequence[DatasetConfig], clip_ids: list[str]) 
                 image_of[cid] = f"{ds.name}/{path}"
     keys = [image_of.get(c, f"clip/{c}") for c in clip_ids]
     return np.unique(np.asarray(keys, dtype=object), return_inverse=True)[1].astype(np.int64)
+
+
+def dataset_labels(cache, ds: DatasetConfig, clip_ids: list[str]) -> ClassLabels:
+    """The clips' class labels over the vocabulary of `ds`'s whole manifest (`assets.training.class_labels`)."""
+    return class_labels(cache.manifest_path(ds.name), clip_ids)
 
 
 def embedding_dim(clips: ClipSet) -> int:
@@ -365,7 +384,8 @@ def train_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher, in
     """Train one seed (resuming its checkpoints); returns its run.json summary."""
     dev = resolve_device(device)
     model = build_encoder(exp, teacher, inputs.embed_dim or embedding_dim(inputs.train), seed,
-                          training_vocabulary(exp, teacher, inputs.train))
+                          training_vocabulary(exp, teacher, inputs.train),
+                          None if inputs.labels is None else len(inputs.labels.classes))
     if exp.init_from is not None:
         base = experiments[exp.init_from]
         weights = weights_path(cache, base, seed)
@@ -454,12 +474,17 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
                   head_split_sources: dict[str, tuple[DatasetConfig, ClipSet]] | None = None) -> tuple[dict, dict | None]:
     """(the seed's retrieval report on `clips`, its head split over `head_split_sources` or None)."""
     dev = resolve_device(device)
-    model = trained_model(cache, exp, seed, teacher, embedding_dim(clips), dev)
+    labels = dataset_labels(cache, ds, clips.clip_ids) if exp.loss.kind == "ccl" else None
+    model = trained_model(cache, exp, seed, teacher, embedding_dim(clips), dev,
+                          None if labels is None else len(labels.classes))
     src = data_sources(cache, ds, exp, with_text)
     normalise = normaliser(cache, ds, exp, src.layout)
     if exp.loss.kind != "denseav":
         emb = embed_clips(model, clips, normalise, dev, audio_output(exp, clips))
-        return retrieval_report(emb, clips, exp.frames.strategy, with_text), None
+        report = retrieval_report(emb, clips, exp.frames.strategy, with_text)
+        if labels is not None:
+            report["recognition"] = recognition_metrics(class_logits(model, clips, normalise, dev), labels)
+        return report, None
     loss = exp.loss
     features = dense_features(model, clips, normalise, dev)
     report = dense_retrieval_report(features, loss.heads, loss.aggregation)
@@ -471,14 +496,15 @@ def evaluate_seed(cache, ds: DatasetConfig, exp: Experiment, seed: int, teacher,
     return report, head_split(scores)
 
 
-def trained_model(cache, exp: Experiment, seed: int, teacher, embed_dim: int, device: torch.device):
+def trained_model(cache, exp: Experiment, seed: int, teacher, embed_dim: int, device: torch.device,
+                  classes: int | None = None):
     """The seed's finished run as a model on `device` (built as training built it, its final weights
     loaded); a seed without final weights is a FileNotFoundError naming the partition to materialise."""
     weights = weights_path(cache, exp, seed)
     if not weights.is_file():
         raise FileNotFoundError(f"{exp.name} seed {seed} has no trained weights ({weights}); "
                                 f"materialise audio_encoder partition {exp.name} first")
-    model = build_encoder(exp, teacher, embed_dim, seed)
+    model = build_encoder(exp, teacher, embed_dim, seed, classes=classes)
     load_encoder_weights(model, weights)
     return model.to(device)
 
@@ -488,7 +514,7 @@ def summarise_seeds(per_seed: dict[int, dict]) -> dict:
     directions = sorted({d for r in per_seed.values() for d in r})
     out = {}
     for d in directions:
-        metrics = [k for k in next(iter(per_seed.values()))[d] if k.startswith("R@") or k == "median_rank"]
+        metrics = [k for k in next(iter(per_seed.values()))[d] if k.startswith("R@") or k in SUMMARISED_METRICS]
         out[d] = {}
         for m in metrics:
             values = [float(per_seed[s][d][m]) for s in sorted(per_seed)]
@@ -508,8 +534,8 @@ def metrics_document(exp: Experiment, ds: DatasetConfig, clips: ClipSet, with_te
         "seeds": sorted(per_seed), "fingerprints": {str(s): exp.fingerprint(s) for s in sorted(per_seed)},
         "train_mix": list(exp.train.mix),
         "eval": {"split": exp.eval.split, "clips": len(clips), "seed": exp.eval.seed, "requested": exp.eval.size,
-                 "queries": {d: first[d]["queries"] for d in first},
-                 "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first},
+                 "queries": {d: first[d]["queries"] for d in first if d != "recognition"},
+                 "chance_R@10": {d: min(1.0, 10 * first[d]["chance_R@1"]) for d in first if d != "recognition"},
                  "audio_image_similarity": (DENSE_SIMILARITY if exp.loss.kind == "denseav" else
                                             SIMILARITY_NAMES[exp.frames.strategy]) if clips.frames is not None else None,
                  "common_protocol": COMMON_PROTOCOL if clips.frames is not None and exp.loss.kind != "denseav" else None,

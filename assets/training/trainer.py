@@ -51,6 +51,7 @@ from assets.core.device import autocast, enable_tf32, grad_scaler
 from assets.training.audio_window import SILENT_FBANK, random_windows, silence_outside
 from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from assets.training.class_labels import ClassLabels
 from assets.training.data import Batch, BatchLoader, ClipSet, process_rank, rank_slice
 from assets.training.dense_evaluation import dense_features, dense_retrieval_report
 from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
@@ -58,6 +59,7 @@ from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients_per_tensor, lr_scale
 from assets.training.spec_augment import spec_augment
+from losses.ccl import CCLLoss
 from losses.contrastive import MultiPositiveInfoNCE, SharedImageInfoNCE, SymmetricInfoNCE
 from losses.denseav import DenseAVLoss
 from losses.frame_matching import multiframe_similarity, nearest_match_similarity, random_frame_similarity
@@ -78,12 +80,17 @@ class TrainInputs:
     groups: np.ndarray | None = None  # (N,) semantic key id per training clip (SynthAV's ground truth), -1: none
     embed_dim: int | None = None  # the teacher's embedding width when `train` holds no frame or caption embeddings
     image_groups: np.ndarray | None = None  # (N,) clips of one picture share a value (SpeechCLIP's masked negatives)
+    labels: ClassLabels | None = None  # the training clips' classes (CCL)
 
 
 def make_loss(exp: Experiment) -> nn.Module:
     if exp.loss.kind == "denseav":
         loss = exp.loss
         return DenseAVLoss(loss.heads, loss.aggregation, loss.head_agg, loss.calibration_init, loss.regularisers)
+    if exp.loss.kind == "ccl":
+        loss = exp.loss
+        return CCLLoss({"image": loss.nce_temperature_image, "text": loss.nce_temperature_text}, loss.jsd_weight,
+                       loss.teacher_weight, loss.composed_weight)
     cls = {"mined": MultiPositiveInfoNCE, "speechclip": SharedImageInfoNCE}.get(exp.loss.kind, SymmetricInfoNCE)
     return cls(temperature=exp.loss.temperature, learnable=exp.loss.learnable_temperature)
 
@@ -131,6 +138,11 @@ class Trainer:
         self.dense = exp.loss.kind == "denseav"
         self.speechclip = exp.loss.kind == "speechclip"
         self.speechclip_parts: dict[str, torch.Tensor] = {}
+        self.ccl = exp.loss.kind == "ccl"
+        if self.ccl and inputs.labels is None:
+            raise ValueError(f"{exp.name}: CCL trains a classifier; the clips' class labels are missing")
+        if self.ccl and "text" in exp.loss.teachers and inputs.train.captions is None:
+            raise ValueError(f"{exp.name}: CCL's text teacher needs the clips' class-name embeddings (captions)")
         if self.speechclip and inputs.image_groups is None:
             raise ValueError(f"{exp.name}: SpeechCLIP's loss needs which clips show the same picture (image_groups)")
         if exp.stage == "audio_image" and not self.dense and inputs.train.frames is None:
@@ -163,6 +175,8 @@ class Trainer:
                                            image_tokens=batch.image_tokens)
         if self.speechclip:
             return self.modules["encoder"].branches(batch.audio, batch.lengths)
+        if self.ccl:
+            return self.modules["encoder"].classify(batch.audio, batch.lengths)
         return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
     def _loss(self, audio, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
@@ -171,6 +185,8 @@ class Trainer:
             return self.modules["loss"](audio.audio, audio.mask, audio.image, gen)
         if self.speechclip:
             return self._speechclip_loss(audio, batch, gen)
+        if self.ccl:
+            return self._ccl_loss(*audio, batch, gen)
         audio = audio.float()
         if exp.stage == "audio_text":
             sim = nn.functional.normalize(audio, dim=-1) @ nn.functional.normalize(batch.captions, dim=-1).T
@@ -204,6 +220,21 @@ class Trainer:
             self.speechclip_parts[name] = loss.detach()
             total = total + loss
         return total
+
+    def _ccl_loss(self, student: torch.Tensor, logits: torch.Tensor, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        """CCL: the image teacher is one random frame's embedding per clip, the text teacher the clip's
+        class-name embedding; single-label data trains on class ids, multi-label on multi-hot rows."""
+        rows = batch.index.numpy()
+        self._positives(rows)
+        hot = self.inputs.labels.multi_hot[rows]
+        labels = torch.from_numpy(hot.argmax(1) if self.inputs.labels.single_label else hot).to(logits.device)
+        teachers = {}
+        if "image" in self.exp.loss.teachers:
+            pick = torch.randint(batch.frames.shape[1], (len(rows),), generator=gen).to(batch.frames.device)
+            teachers["image"] = batch.frames[torch.arange(len(rows), device=batch.frames.device), pick]
+        if "text" in self.exp.loss.teachers:
+            teachers["text"] = batch.captions
+        return self.modules["loss"](student.float(), logits.float(), teachers, self.modules["encoder"].heads, labels)
 
     def _loss_parts(self) -> dict[str, torch.Tensor]:
         """The last step's loss terms, logged per epoch: DenseAV's (unweighted), SpeechCLIP's branches."""

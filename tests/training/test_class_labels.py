@@ -39,3 +39,18 @@ def test_unlabelled_data_and_unknown_clips_are_refused_with_the_file(tmp_path):
     m2 = _manifest(tmp_path / "m2.parquet", [("a", ["x"])])
     with pytest.raises(ValueError, match=r"m2.parquet: 1 clips are not in the manifest \(first: zz\)"):
         class_labels(m2, ["a", "zz"])
+
+
+def test_recognition_is_top1_or_mean_ap_by_hand():
+    from assets.training.class_labels import ClassLabels
+    from assets.training.recognition import recognition_metrics
+    single = ClassLabels(("a", "b", "c"), np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], np.uint8))
+    logits = np.array([[2.0, 1, 0], [0, 1, 3], [0, 0, 1], [1, 0, 0]])
+    assert recognition_metrics(logits, single) == {"top1": 0.75, "clips": 4}
+    multi = ClassLabels(("a", "b", "c"), np.array([[1, 1, 0], [0, 1, 0], [1, 0, 0]], np.uint8))
+    scores = np.array([[0.9, 0.2, 0.1], [0.1, 0.8, 0.5], [0.3, 0.4, 0.2]])
+    # class a: positives rows 0 and 2, ranked 1st and 2nd -> AP 1; class b: rows 1 (0.8) and 0 (0.2) of
+    # scores 0.8, 0.4 (row 2, negative), 0.2 -> AP (1 + 2/3) / 2; class c has no positive and is left out
+    assert recognition_metrics(scores, multi)["mAP"] == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
+    with pytest.raises(ValueError, match="differ in shape"):
+        recognition_metrics(scores[:, :2], multi)

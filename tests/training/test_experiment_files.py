@@ -165,7 +165,12 @@ RULES = [
     ("hubert without weights", _with(model__kind="hubert", loss__kind="speechclip", loss__mode="parallel"),
      "model.kind hubert is SpeechCLIP's frozen featurizer: it needs loss.kind speechclip and model.weights"),
     ("loss kind", _with(loss__kind="triplet"),
-     "loss.kind must be one of ('infonce', 'mined', 'denseav', 'speechclip'), got 'triplet'"),
+     "loss.kind must be one of ('infonce', 'mined', 'denseav', 'speechclip', 'ccl'), got 'triplet'"),
+    ("ccl teachers", _with(loss__kind="ccl", loss__teachers=["image", "audio"]),
+     "loss.teachers must be distinct names from ('image', 'text'), got ['image', 'audio']"),
+    ("ccl temperature", _with(loss__kind="ccl", loss__nce_temperature_text=0.0), "loss.nce_temperature_text must be > 0"),
+    ("ccl weights", _with(loss__kind="ccl", loss__jsd_weight=-1.0), "must be >= 0"),
+    ("ccl multiframe", _with(loss__kind="ccl", frames__strategy="multiframe"), "loss.kind ccl is audio_image training"),
     ("speechclip mode", _with(loss__kind="speechclip", loss__mode="pairs"),
      "loss.mode must be one of ('parallel', 'cascaded', 'both') for speechclip, got 'pairs'"),
     ("speechclip keywords", _with(loss__kind="speechclip", loss__mode="cascaded", loss__keywords=0),
@@ -382,6 +387,8 @@ def test_fingerprints_of_existing_runs_survive_later_fields():
     assert _fp(train__mix=["synthav_places"]) != _fp() and _fp(train__mix=[]) == _fp()
     assert _fp(loss__keywords=4) == _fp()  # SpeechCLIP's fields count only for SpeechCLIP runs
     assert _fp(model__layer_norm_states=True) == _fp()  # the HuBERT featurizer's, only for HuBERT runs
+    assert _fp(loss__teachers=["image", "text"]) == _fp()  # CCL's fields count only for CCL runs
+    assert _fp(loss__kind="ccl", loss__teachers=["image", "text"]) != _fp(loss__kind="ccl")
     sc = dict(loss__kind="speechclip", loss__mode="cascaded")
     assert _fp(loss__keywords=4, **sc) != _fp(**sc)
 

@@ -49,6 +49,7 @@ EXPERIMENTS = {
     "t_hubert": {"dataset": "synthav_places", "model": {"kind": "hubert", "weights": "<tiny hubert>"},
                  "loss": {"kind": "speechclip", "mode": "cascaded", "keywords": 2, "learnable_temperature": False},
                  "batch_size": 4, "eval": {"split": "val"}},
+    "t_ccl": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {"kind": "ccl", "teachers": ["image", "text"]}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -258,6 +259,29 @@ def test_speechclip_on_a_local_hubert_reads_the_waveform_cache(trained):
     assert list((cache.dataset_dir("synthav_places") / "waveform_cache").glob("*.parquet"))
 
 
+def test_ccl_trains_its_classifier_and_heads_and_reports_recognition(trained):
+    """CCL with the image and text teachers: every term logged, the student's top-1 accuracy on the
+    test clips in the metrics (equal to one computed here from its weights) and in the report."""
+    _, _, cache, runs = trained
+    exp = load_all_experiments()["t_ccl"]
+    run = json.loads((run_dir(cache, exp, 0) / "run.json").read_text())
+    assert {"loss_ce", "loss_nce_composed_image", "loss_nce_teacher_text", "loss_jsd_image", "loss_head_text"} <= \
+        set(run["history"][-1])
+    doc = read_metrics(cache, exp)
+    top1 = doc["per_seed"]["0"]["recognition"]["top1"]
+    assert 0.0 <= top1 <= 1.0 and doc["summary"]["recognition"]["top1"]["mean"] == pytest.approx(top1)
+    from assets.training.recognition import class_logits
+    from assets.training.runs import dataset_labels, trained_model
+    ds = next(d for d in load_datasets() if d.name == exp.dataset)
+    clips, _ = evaluation_clips(cache, ds, exp)
+    labels = dataset_labels(cache, ds, clips.clip_ids)
+    teacher = ClipTeacherResource.from_env(cache).load()
+    model = trained_model(cache, exp, 0, teacher, 128, torch.device("cpu"), len(labels.classes))
+    logits = class_logits(model, clips, normaliser(cache, ds, exp, "frames,bins"), torch.device("cpu"))
+    assert top1 == pytest.approx(float((logits.argmax(1) == labels.class_ids()).mean()))
+    assert {"A->I", "I->A"} <= set(doc["summary"])  # the student embedding is evaluated for retrieval too
+
+
 def test_keyword_report_detokenises_and_scores_against_random_tokens(trained):
     defs, instance, cache, _ = trained
     run = defs.resolve_job_def("keyword_job").execute_in_process(instance=instance, partition_key="t_speechclip")
@@ -297,6 +321,8 @@ def test_rerun_is_skipped_and_ablation_report_is_written(trained, tmp_path):
     mix = next(r for r in table if r["experiment"] == "t_dense_mix")
     assert mix["train_mix"] == ["synthav_places"] and 50.0 <= mix["Act.Dis"] <= 100.0
     assert "| t_dense_mix (+ synthav_places) |" in md and "Act.Dis" in md
+    ccl = next(r for r in table if r["experiment"] == "t_ccl")
+    assert ccl["recognition top1"] is not None and "recognition top1" in md
 
 
 def test_clip_loading_joins_caches_and_reads_features_in_place(mined_caches, tmp_path):

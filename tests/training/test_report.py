@@ -144,8 +144,10 @@ def test_report_row_percent_and_flags():
         for k in ("R@1", "R@5", "R@10", "median_rank"):
             assert row[f"{d} {k}"] is None and row[f"{d} {k} std"] is None
     assert row["chance R@10"] == 4.0  # 100 x the larger of 0.02 and 0.04
-    # identity (with mode and train_mix), 6 tables (with oracle), 6 directions, chance, Act.Dis and its std
-    assert len(row) == 13 + 6 + 6 * 4 * 2 + 1 + 2 and row["tags"] == [] and row["train_mix"] == []
+    # identity (with mode and train_mix), 6 tables (with oracle), 6 directions, chance, recognition top1 and mAP
+    # with their std, Act.Dis and its std
+    assert len(row) == 13 + 6 + 6 * 4 * 2 + 1 + 4 + 2 and row["tags"] == [] and row["train_mix"] == []
+    assert row["recognition top1"] is None
     assert row["Act.Dis"] is None
 
 
