@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/data/dagster_home
 export CLIPKT_CACHE_ROOT ?= $(CURDIR)/data/cache
 
-.PHONY: demo seed000 denseav speechclip test data ui clean
+.PHONY: demo seed000 denseav speechclip ccl test data ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(DAGSTER_HOME)/dagster.yaml:  # the local instance: SQLite storage under data/d
 
 # the demo's CLIP teacher: a tiny open_clip model fitted on SynthAV (no pretrained weights offline);
 # `CLIPKT_TEACHER=open_clip make ui` uses ViT-B-32/openai (or CLIPKT_TEACHER_WEIGHTS) instead
-demo seed000 denseav speechclip ui: export CLIPKT_TEACHER ?= tiny
+demo seed000 denseav speechclip ccl ui: export CLIPKT_TEACHER ?= tiny
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m pipelines.demo
@@ -35,6 +35,9 @@ denseav: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## DenseAV (seed 004) vs the glo
 
 speechclip: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## cascaded SpeechCLIP (seed 003): parallel, cascaded with and without BatchNorm, both; 3 seeds, keyword reports
 	$(BIN)/python -m pipelines.demo --tag speechclip
+
+ccl: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## CCL (seed 002): supervised, InfoNCE, CCL with one and two teachers; 3 seeds
+	$(BIN)/python -m pipelines.demo --tag ccl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
