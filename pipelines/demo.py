@@ -88,7 +88,8 @@ def run_experiments(instance: dg.DagsterInstance, tag: str) -> None:
         result = _run(instance, EXPERIMENT_JOB, name)
         enc = _metadata(result, ["experiments", "audio_encoder"])
         met = _metadata(result, ["experiments", "retrieval_metrics"])
-        recall = ", ".join(f"{k} {v:.1f}" for k, v in met.items() if k.endswith("R@10"))
+        recall = ", ".join(f"{k} {v:.1f}" for k, v in met.items() if k.endswith(("R@10", "recognition top1",
+                                                                                   "recognition mAP")))
         print(f"    {name:<24} {enc['train_clips']} clips x {len(enc['seeds'])} seed(s)"
               f"{' (up to date)' if not enc['trained_now'] else ''}; R@10 % {recall}; "
               f"data wait {enc['data_wait_fraction']:.1%} ({time.perf_counter() - start:.0f} s)")
