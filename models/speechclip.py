@@ -159,7 +159,6 @@ def padding_mask(lengths: torch.Tensor, prefix: int, total: int) -> torch.Tensor
 class Keywords:
     embeddings: torch.Tensor  # (B, K, W): exactly the chosen token embeddings (straight-through in training)
     token_ids: torch.Tensor  # (B, K) the chosen tokens' vocabulary ids
-    projected: torch.Tensor  # (B, K, W): the keyword vectors compared with the table (after the BatchNorm)
 
 
 class CascadedBranch(nn.Module):
@@ -206,7 +205,7 @@ class CascadedBranch(nn.Module):
         cos = F.normalize(vectors, dim=-1) @ F.normalize(table, dim=-1).T  # (B, K, V)
         cos = cos.masked_fill(torch.isin(self.token_ids, self.excluded_ids).to(cos.device), float("-inf"))
         one_hot = straight_through_one_hot(cos, self.temperature, self.training)
-        return Keywords(one_hot @ table, self.token_ids.to(cos.device)[one_hot.argmax(-1)], vectors)
+        return Keywords(one_hot @ table, self.token_ids.to(cos.device)[one_hot.argmax(-1)])
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, Keywords]:
         """-> ((B, E) CLIP text-space embedding, the keywords)."""

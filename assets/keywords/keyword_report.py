@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from assets.caches.fbank_stats import Normaliser
-from assets.core.device import autocast
-from assets.training.data import BatchLoader, ClipSet
+from assets.training.data import ClipSet
+from assets.training.evaluation import eval_pass
 from models.speechclip import SpeechCLIP
 
 TOP = 5
@@ -35,16 +35,8 @@ TOP = 5
 def utterance_keywords(model: SpeechCLIP, clips: ClipSet, normalise: Normaliser, device: torch.device,
                        batch_size: int = 64) -> np.ndarray:
     """(N, K) the vocabulary ids of every utterance's keywords (the model in eval mode)."""
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for batch in BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=0):
-            b = batch.to(device)
-            with autocast(device):
-                out.append(model.keywords(b.audio, b.lengths).token_ids.cpu())
-    finally:
-        model.train(was)
+    out = eval_pass(model, clips, normalise, device, lambda b: model.keywords(b.audio, b.lengths).token_ids.cpu(),
+                    batch_size)
     return torch.cat(out).numpy()
 
 

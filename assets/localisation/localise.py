@@ -27,11 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from assets.caches.fbank_stats import Normaliser
-from assets.core.device import autocast
 from assets.localisation.boxes import box_in_crop, box_mask
 from assets.localisation.metrics import ciou, localisation_summary, pixel_average_precision, upsample_heatmap
 from assets.training.data import BatchLoader, ClipSet
-from assets.training.evaluation import encode_audio
+from assets.training.evaluation import encode_audio, eval_pass
 from data.synthav.sounding_boxes import box_at, read_sounding_boxes
 from losses.dense_similarity import heatmaps
 from losses.frame_matching import eval_frame_index
@@ -78,30 +77,24 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 def dense_heatmaps(model: DenseAV, clips: ClipSet, normalise: Normaliser, device: torch.device, heads: int,
                    batch_size: int = 32) -> np.ndarray:
     """(N, K + 1, h, w): per head, then combined."""
-    model.eval()
-    out = []
-    for b in BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=0, frame_pick="eval"):
-        b = b.to(device)
-        with autocast(device):
-            f = model(b.audio, b.lengths, b.pixels)
-        out.append(heatmaps(f.audio.float(), f.image.float(), f.mask, heads).cpu())
-    return torch.cat(out).numpy()
+    def step(b):
+        f = model(b.audio, b.lengths, b.pixels)
+        return heatmaps(f.audio.float(), f.image.float(), f.mask, heads).cpu()
+
+    return torch.cat(eval_pass(model, clips, normalise, device, step, batch_size, frame_pick="eval")).numpy()
 
 
 @torch.no_grad()
 def global_heatmaps(encoder: torch.nn.Module, image: ImagePatchTokens, clips: ClipSet, normalise: Normaliser,
                     device: torch.device, batch_size: int = 32) -> np.ndarray:
     """(N, 1, h, w): cosine of each patch embedding with the clip's global audio embedding."""
-    encoder.eval()
-    image.eval()
-    out = []
-    for b in BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=0, frame_pick="eval"):
-        b = b.to(device)
-        with autocast(device):
-            audio = F.normalize(encode_audio(encoder, b.audio, b.lengths).float(), dim=-1)
-            patches = F.normalize(image.embed_patches(b.pixels).float(), dim=1)
-        out.append(torch.einsum("bd,bdhw->bhw", audio, patches)[:, None].cpu())
-    return torch.cat(out).numpy()
+    def step(b):
+        audio = F.normalize(encode_audio(encoder, b.audio, b.lengths).float(), dim=-1)
+        patches = F.normalize(image.embed_patches(b.pixels).float(), dim=1)
+        return torch.einsum("bd,bdhw->bhw", audio, patches)[:, None].cpu()
+
+    return torch.cat(eval_pass([encoder, image], clips, normalise, device, step, batch_size,
+                               frame_pick="eval")).numpy()
 
 
 def localisation_metrics(maps: np.ndarray, boxes: list[Box | None], frame_size: int) -> dict:

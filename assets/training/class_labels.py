@@ -12,6 +12,7 @@ dataset whose clips carry no labels (Places, AudioCaps) is refused with its name
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ class ClassLabels:
     classes: tuple[str, ...]  # the vocabulary, sorted
     multi_hot: np.ndarray  # (N, C) uint8, row i = clip i of the clip ids given
 
-    @property
+    @cached_property  # read at every training step (losses.ccl's label form): computed once
     def single_label(self) -> bool:
         return bool(len(self.multi_hot)) and bool((self.multi_hot.sum(1) == 1).all())
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from assets.caches.fbank_stats import Normaliser
-from assets.core.device import autocast
 from assets.core.recall import recall_metrics
-from assets.training.data import BatchLoader, ClipSet
+from assets.training.data import Batch, ClipSet
+from assets.training.evaluation import eval_pass
 from losses.dense_similarity import retrieval_similarity
 from models.denseav import DenseAV, DenseFeatures
 
@@ -28,19 +28,11 @@ DENSE_SIMILARITY = "DenseAV: per head max over image patches, mean over audio ti
 def dense_features(model: DenseAV, clips: ClipSet, normalise: Normaliser, device: torch.device,
                    batch_size: int = 32) -> DenseFeatures:
     """Every clip's aligned features (float32, on the CPU), in eval mode (no training-only pooling)."""
-    was_training = model.training
-    model.eval()
-    parts = []
-    loader = BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=0,
-                         frame_pick="eval")
-    try:
-        for batch in loader:
-            b = batch.to(device)
-            with autocast(device):
-                f = model(b.audio, b.lengths, b.pixels)
-            parts.append(DenseFeatures(f.audio.float().cpu(), f.mask.cpu(), f.image.float().cpu()))
-    finally:
-        model.train(was_training)
+    def step(b: Batch) -> DenseFeatures:
+        f = model(b.audio, b.lengths, b.pixels)
+        return DenseFeatures(f.audio.float().cpu(), f.mask.cpu(), f.image.float().cpu())
+
+    parts = eval_pass(model, clips, normalise, device, step, batch_size, frame_pick="eval")
     return DenseFeatures(*(torch.cat([getattr(p, k) for p in parts]) for k in ("audio", "mask", "image")))
 
 

@@ -19,7 +19,9 @@ matches, ties count against the model. A->I / I->A: one true match. A->T: a clip
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,9 +31,11 @@ from torch import nn
 from assets.caches.fbank_stats import Normaliser
 from assets.core.device import autocast
 from assets.core.recall import caption_matches, recall_metrics
-from assets.training.data import BatchLoader, ClipSet
+from assets.training.data import Batch, BatchLoader, ClipSet
 from losses.frame_matching import eval_frame_index, max_frame_similarity, multiframe_similarity, single_frame_similarity
 from models.audio_encoder import takes_lengths
+
+T = TypeVar("T")
 
 SIMILARITY_NAMES = {
     "random": "audio vs frame ceil(L/2)-1 (VIP-ANT's evaluation frame)",
@@ -59,23 +63,38 @@ def encode_audio(model: nn.Module, audio: torch.Tensor, lengths: torch.Tensor, o
 
 
 @torch.no_grad()
+def eval_pass(models: nn.Module | Sequence[nn.Module], clips: ClipSet, normalise: Normaliser, device: torch.device,
+              step: Callable[[Batch], T], batch_size: int = 64, workers: int = 0,
+              frame_pick: str | None = None) -> list[T]:
+    """`step` on every batch of `clips` in order (on `device`, under autocast, without gradients), the
+    models in eval mode and put back as they were afterwards; the list of what it returned.
+    `frame_pick`: the batches carry each clip's frame pixels (`BatchLoader`)."""
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    loader = BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=workers,
+                         frame_pick=frame_pick)
+    out = []
+    try:
+        for batch in loader:
+            with autocast(device):
+                out.append(step(batch.to(device)))
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return out
+
+
 def embed_clips(model: nn.Module, clips: ClipSet, normalise: Normaliser, device: torch.device,
                 out: AudioOutput = AudioOutput(), batch_size: int = 64) -> np.ndarray:
     """Audio embeddings of every clip, float32 on the CPU: (N, D) unit-norm, or (N, L, D) raw
     segment embeddings (eq. 4 scores the flattened raw segments)."""
-    was_training = model.training
-    model.eval()
-    emb_all = []
-    loader = BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False)
-    try:
-        for batch in loader:
-            b = batch.to(device)
-            with autocast(device):
-                emb = encode_audio(model, b.audio, b.lengths, out).float()
-            emb_all.append((emb if emb.ndim == 3 else F.normalize(emb, dim=-1)).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(emb_all).numpy()
+    def step(b: Batch) -> torch.Tensor:
+        emb = encode_audio(model, b.audio, b.lengths, out).float()
+        return (emb if emb.ndim == 3 else F.normalize(emb, dim=-1)).cpu()
+
+    return torch.cat(eval_pass(model, clips, normalise, device, step, batch_size, workers=1)).numpy()
 
 
 def _clip_embedding(audio: torch.Tensor) -> torch.Tensor:

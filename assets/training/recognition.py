@@ -10,24 +10,16 @@ import torch
 
 from assets.caches.fbank_stats import Normaliser
 from assets.core.average_precision import average_precision
-from assets.core.device import autocast
 from assets.training.class_labels import ClassLabels
-from assets.training.data import BatchLoader, ClipSet
+from assets.training.data import ClipSet
+from assets.training.evaluation import eval_pass
 
 
 @torch.no_grad()
 def class_logits(model, clips: ClipSet, normalise: Normaliser, device: torch.device, batch_size: int = 64) -> np.ndarray:
     """(N, C) float32 logits of `model.classify` over the clips, in eval mode."""
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for batch in BatchLoader(clips, np.arange(len(clips)), batch_size, normalise, drop_last=False, workers=0):
-            b = batch.to(device)
-            with autocast(device):
-                out.append(model.classify(b.audio, b.lengths)[1].float().cpu())
-    finally:
-        model.train(was)
+    out = eval_pass(model, clips, normalise, device, lambda b: model.classify(b.audio, b.lengths)[1].float().cpu(),
+                    batch_size)
     return torch.cat(out).numpy()
 
 
