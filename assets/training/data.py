@@ -312,13 +312,6 @@ def _features(kept: list[_Kept], shape: tuple[int, ...], budget: int | None) -> 
     return in_place if budget is not None and n_bytes > budget else np.asarray(in_place)
 
 
-def process_rank() -> tuple[int, int]:
-    """(rank, world size) of this process: torch.distributed's when a process group is up, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def rank_slice(order: np.ndarray, batch_size: int, rank: int, world_size: int) -> np.ndarray:
     """This rank's part of an epoch's order under DDP: every world_size-th batch of the order
     starting at `rank`, after dropping the batches that would leave the ranks unequal (every

@@ -25,6 +25,16 @@ caption picks, the SpecAugment masks (training only, `train.freq_mask` / `train.
 so a run resumed from its last epoch checkpoint continues exactly as the uninterrupted run
 (bit-identical weights on the CPU). On CUDA: TF32 and autocast.
 
+Under torchrun (`train.nproc_per_node` > 1 or several nodes) the model runs in
+DistributedDataParallel: `batch_size` stays the global batch, each rank encodes
+batch_size / W of its clips, and the loss is the global batch's, computed alike on every rank
+from gathered outputs (`assets.training.distributed`); so the loss and the gradients are those of
+one process on the whole batch. Rank 0 validates, logs and writes checkpoints and the final
+weights; every rank resumes from the same checkpoint. Random draws that must agree across ranks
+(frame picks, Nearest Match's random epochs) use one generator seeded alike on every rank;
+draws that are per clip (SpecAugment, DenseAV's windows, caption picks, dropout) are seeded
+per (seed, epoch, rank), so a DDP run is the single-process run in distribution, not bit for bit.
+
 Gradient accumulation (`grad_accum` > 1) keeps the loss over the whole batch, as a
 contrastive loss needs all in-batch negatives: the batch is encoded chunk by chunk without
 gradients, the loss and its gradient with respect to the embeddings are computed on the
@@ -52,9 +62,10 @@ from assets.training.audio_window import SILENT_FBANK, random_windows, silence_o
 from assets.training.batch_stats import BatchPositiveStats
 from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from assets.training.class_labels import ClassLabels
-from assets.training.data import Batch, BatchLoader, ClipSet, process_rank, rank_slice
+from assets.training.data import Batch, BatchLoader, ClipSet, rank_slice
 from assets.training.dense_evaluation import dense_features, dense_retrieval_report
 from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
+from assets.training.distributed import barrier, broadcast_object, gather_tree, is_main, world
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients_per_tensor, lr_scale
@@ -129,7 +140,8 @@ class Trainer:
 
     def __init__(self, exp: Experiment, seed: int, model: nn.Module, inputs: TrainInputs, out_dir: Path,
                  device: torch.device, log: Callable[[str], None] = print):
-        self.exp, self.seed, self.inputs, self.out_dir, self.device, self.log = exp, seed, inputs, Path(out_dir), device, log
+        self.exp, self.seed, self.inputs, self.out_dir, self.device = exp, seed, inputs, Path(out_dir), device
+        self.log = log if is_main() else (lambda _: None)  # rank 0 speaks for the run
         n, b = len(inputs.train), exp.batch_size
         if n < b:
             raise ValueError(f"{exp.name}: {n} training clips, fewer than one batch of {b}; lower batch_size")
@@ -150,11 +162,22 @@ class Trainer:
         if exp.stage == "audio_text" and inputs.train.captions is None:
             raise ValueError(f"{exp.name}: audio-text fine-tuning needs the teacher's caption embeddings")
         self.steps_per_epoch = n // b
+        self.rank, self.world_size = world()
+        if b % self.world_size or (b // self.world_size) % exp.grad_accum:
+            raise ValueError(f"{exp.name}: batch_size {b} must split into {self.world_size} equal per-rank batches, "
+                             f"each a multiple of grad_accum {exp.grad_accum}")
+        self.local_batch = b // self.world_size
         if self.dense and inputs.train.frame_jpegs is None:
             raise ValueError(f"{exp.name}: DenseAV trains on the frame cache's pixels; load the clips with frame_dir")
         enable_tf32(device)
         torch.manual_seed(seed)
         self.modules = nn.ModuleDict({"encoder": model, "loss": make_loss(exp)}).to(device)
+        self.ddp = None
+        if self.world_size > 1:  # parameters and buffers are broadcast from rank 0 here
+            # DenseAV's warm-up, SpeechCLIP's and CCL's optional parts leave some parameters without a gradient
+            unused = self.dense or self.speechclip or self.ccl
+            self.ddp = nn.parallel.DistributedDataParallel(_GlobalBatchLoss(self.modules, self._forward_loss),
+                                                           find_unused_parameters=unused)
         cfg = optim_config(exp, self.steps_per_epoch)
         self.optimizer = build_optimizer(self.modules, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, exp.epochs * self.steps_per_epoch)
@@ -179,7 +202,15 @@ class Trainer:
             return self.modules["encoder"].classify(batch.audio, batch.lengths)
         return encode_audio(self.modules["encoder"], batch.audio, batch.lengths, self.output)
 
+    def _forward_loss(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        with autocast(self.device):
+            audio = self._encode(batch)
+        return self._loss(audio, batch, epoch, gen)
+
     def _loss(self, audio, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        """The global batch's loss from this rank's encoder outputs (the whole batch in one process)."""
+        if self.world_size > 1:
+            audio, batch = gather_tree(audio, with_grad=True), _global_batch(batch)
         exp = self.exp
         if self.dense:
             return self.modules["loss"](audio.audio, audio.mask, audio.image, gen)
@@ -260,13 +291,7 @@ class Trainer:
             silent = self.inputs.normalise(torch.full((1, 1, batch.audio.shape[-1]), SILENT_FBANK))[0, 0]
             batch = replace(batch, audio=silence_outside(batch.audio, starts, ends, silent),
                             lengths=ends.to(batch.lengths.device), starts=starts.to(batch.lengths.device))
-        if self.exp.grad_accum == 1:
-            with autocast(self.device):
-                audio = self._encode(batch)
-            loss = self._loss(audio, batch, epoch, gen)
-            self.scaler.scale(loss).backward()
-        else:
-            loss = self._cached_gradient_step(batch, epoch, gen)
+        loss = self._backward(batch, epoch, gen)
         if self.exp.optim.clip_grad_per_tensor:
             self.scaler.unscale_(self.optimizer)
             clip_gradients_per_tensor(self.modules.parameters(), self.exp.optim.clip_grad_per_tensor)
@@ -275,7 +300,17 @@ class Trainer:
         self.scheduler.step()
         return loss.detach()
 
+    def _backward(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        """The step's loss; the parameters' gradients (of the global batch's loss) left in .grad."""
+        if self.exp.grad_accum > 1:
+            return self._cached_gradient_step(batch, epoch, gen)
+        loss = self.ddp(batch, epoch, gen) if self.ddp is not None else self._forward_loss(batch, epoch, gen)
+        self.scaler.scale(loss).backward()
+        return loss
+
     def _cached_gradient_step(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        """Under DDP: every chunk's backward runs outside DDP's hooks, then the gradients are averaged over
+        the ranks in one all-reduce, as DDP would (the loss's own parameters get theirs outside DDP's forward)."""
         chunks = [_slice(batch, idx) for idx in torch.arange(len(batch.index)).chunk(self.exp.grad_accum)]
         with torch.no_grad(), autocast(self.device):
             reps = torch.cat([self._encode(c).float() for c in chunks])
@@ -286,12 +321,14 @@ class Trainer:
             with autocast(self.device):
                 out = self._encode(c).float()
             out.backward(g)
+        if self.world_size > 1:
+            average_gradients(self.modules.parameters())
         return loss
 
     # -- epochs ----------------------------------------------------------------------------
     def _validate(self) -> dict:
         val = self.inputs.val
-        if val is None or len(val) < 2:
+        if val is None or len(val) < 2 or not is_main():
             return {}
         if self.dense:
             feats = dense_features(self.modules["encoder"], val, self.inputs.normalise, self.device)
@@ -310,13 +347,17 @@ class Trainer:
 
     def _epoch(self, epoch: int) -> dict:
         exp, train = self.exp, self.inputs.train
-        order = rank_slice(self._order(epoch), exp.batch_size, *process_rank())  # DDP: this rank's batches
+        order = rank_slice(self._order(epoch), self.local_batch, self.rank, self.world_size)  # rank r: sub-batch r of each batch
         self.batch_stats = BatchPositiveStats()
-        loader = BatchLoader(train, order, exp.batch_size, self.inputs.normalise, caption_seed=(self.seed << 20) + epoch,
+        per_rank = [self.rank] if self.world_size > 1 else []
+        if per_rank:  # dropout and other global-RNG draws differ per rank, reproducibly
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, 3, self.rank]).generate_state(1)[0]))
+        loader = BatchLoader(train, order, self.local_batch, self.inputs.normalise,
+                             caption_seed=((self.seed << 20) + epoch) * self.world_size + self.rank,
                              workers=self.loader_workers, prefetch=exp.train.prefetch, pin_memory=self.device.type == "cuda",
                              frame_pick="random" if self.dense else None)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        augment = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, 2]).generate_state(1)[0]))
+        augment = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, 2, *per_rank]).generate_state(1)[0]))
         self.modules.train()
         total = torch.zeros((), device=self.device)
         parts: dict[str, torch.Tensor] = {}
@@ -342,7 +383,7 @@ class Trainer:
         `stop_after_epoch`: stop once that epoch's checkpoint is written (used to test resuming)."""
         ckpt_dir = self.out_dir / "checkpoints"
         first = 0
-        latest = latest_checkpoint(ckpt_dir)
+        latest = broadcast_object(latest_checkpoint(ckpt_dir))  # every rank resumes from rank 0's choice
         if latest is not None:
             state = load_checkpoint(latest, self.modules, self.optimizer, self.scheduler)
             self.history = state["extra"]["history"]
@@ -353,8 +394,10 @@ class Trainer:
         for epoch in range(first, self.exp.epochs):
             row = self._epoch(epoch)
             self.history.append(row)
-            save_checkpoint(ckpt_dir, epoch, self.modules, self.optimizer, self.scheduler,
-                            {"history": self.history, "grad_scaler": self.scaler.state_dict()})
+            if is_main():
+                save_checkpoint(ckpt_dir, epoch, self.modules, self.optimizer, self.scheduler,
+                                {"history": self.history, "grad_scaler": self.scaler.state_dict()})
+            barrier()  # a rank stopped now resumes from this epoch's checkpoint, as rank 0 does
             self.log(f"{self.exp.name} seed {self.seed} epoch {epoch + 1}/{self.exp.epochs}: loss {row['loss']:.4f}, "
                      f"{row['steps_per_s']:.2f} steps/s, data wait {row['data_wait_fraction']:.1%}"
                      + "".join(f", {k} {v:.3f}" for k, v in row.items() if k.startswith("val_")))
@@ -364,15 +407,54 @@ class Trainer:
 
     def _finish(self, first_epoch: int) -> dict:
         encoder = self.modules["encoder"]
-        with atomic_path(self.out_dir / FINAL_WEIGHTS) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
         summary = {"experiment": self.exp.name, "seed": self.seed, "fingerprint": self.exp.fingerprint(self.seed),
                    "train_clips": len(self.inputs.train), "steps_per_epoch": self.steps_per_epoch,
                    "neighbour_shortfall": self.inputs.neighbour_shortfall,
-                   "resumed_at_epoch": first_epoch or None, "device": str(self.device),
+                   "resumed_at_epoch": first_epoch or None, "device": str(self.device), "world_size": self.world_size,
                    "temperature": float(1 / self.modules["loss"].scale().detach()), "history": self.history}
+        if not is_main():
+            barrier()
+            return summary
+        with atomic_path(self.out_dir / FINAL_WEIGHTS) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
         write_json_atomic(self.out_dir / RUN_FILE, summary)
+        barrier()  # the other ranks return once the run's files are complete
         return summary
+
+
+class _GlobalBatchLoss(nn.Module):
+    """What DistributedDataParallel wraps: the trained modules (the encoder and the loss, whose
+    temperature learns too) and a forward that returns the global batch's loss, so every trained
+    parameter is in the graph DDP's gradient hooks follow."""
+
+    def __init__(self, modules: nn.ModuleDict, forward_loss: Callable):
+        super().__init__()
+        self.trained = modules
+        self.forward_loss = forward_loss
+
+    def forward(self, batch: Batch, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        return self.forward_loss(batch, epoch, gen)
+
+
+def _global_batch(batch: Batch) -> Batch:
+    """What the loss reads of the global batch, gathered from every rank: the rows, frame and caption
+    embeddings (the audio stays on its rank: the loss sees it only through the encoder's outputs)."""
+    return Batch(gather_tree(batch.index, False), None, None, gather_tree(batch.frames, False),
+                 gather_tree(batch.captions, False))
+
+
+def average_gradients(params) -> None:
+    """Every parameter's gradient averaged over the ranks (one flat all-reduce)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world()[1]
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
