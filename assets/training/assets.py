@@ -2,7 +2,10 @@
 
 - `experiments/audio_encoder`, partitioned by experiment (one partition per YAML file in
   configs/experiments): trains every seed of the experiment, resuming from checkpoints;
-  a seed whose run with the same fingerprint finished is skipped.
+  a seed whose run with the same fingerprint finished is skipped. In the run's own process, or,
+  when the experiment asks for several (`train.nproc_per_node`, `train.nnodes`), as a torchrun
+  of `assets.training.launch` through Dagster Pipes (`PipesSubprocessClient`): rank 0 streams
+  its log and reports the materialisation. Pool `gpu_training`: a deployment admits one at a time.
 - `experiments/retrieval_metrics`, same partitions: R@1/5/10 and median rank of every seed on
   the experiment's evaluation subset, mean ± std over seeds.
 - `experiments/ablation_report`: one table over all experiments with current metrics
@@ -13,6 +16,7 @@ reloading the code location (a new file needs a reload: it adds a partition).
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +27,11 @@ from assets.core.plots import png_markdown
 from assets.core.project_dirs import reports_dir
 from assets.ingest.dataset_config import DatasetConfig
 from assets.training.experiments import Experiment, ExperimentError, load_all_experiments
+from assets.training.launch import torchrun_command
 from assets.training.report import below_chance, encoder_summary, metrics_summary, write_report
 from assets.training.runs import (RUN_DEFAULTS, RunOptions, current_metrics, evaluate_experiment, metrics_path,
                                   train_experiment, weights_path)
+from pipelines.executors import GPU_OP_TAGS
 from pipelines.resources import CachePaths, ClipTeacherResource
 
 GROUP = "experiments"
@@ -34,6 +40,8 @@ METRICS_KEY = dg.AssetKey([GROUP, "retrieval_metrics"])
 REPORT_KEY = dg.AssetKey([GROUP, "ablation_report"])
 ABOVE_CHANCE_CHECK = "r10_at_least_5x_chance"
 CODE_VERSION = "1"
+GPU_TRAINING_POOL = "gpu_training"  # deploy/dagster.yaml limits it to one
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class AudioEncoderConfig(dg.Config):
@@ -106,7 +114,7 @@ def build_experiment_assets(experiments: dict[str, Experiment], datasets: list[D
 def build_audio_encoder_asset(partitions: dg.PartitionsDefinition, datasets: dict[str, DatasetConfig],
                               upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
     @dg.asset(key=ENCODER_KEY, group_name=GROUP, partitions_def=partitions, deps=upstream, kinds={"pytorch"},
-              code_version=CODE_VERSION,
+              code_version=CODE_VERSION, pool=GPU_TRAINING_POOL, op_tags=GPU_OP_TAGS,
               description="A student audio encoder trained as the experiment file says (one run per seed; resumable).")
     def audio_encoder(context: dg.AssetExecutionContext, config: AudioEncoderConfig, cache: CachePaths,
                       teacher: ClipTeacherResource) -> dg.MaterializeResult:
@@ -117,6 +125,12 @@ def build_audio_encoder_asset(partitions: dg.PartitionsDefinition, datasets: dic
         if not seeds:
             raise dg.Failure(f"config seeds {config.seeds} are not among {exp.name}'s seeds {list(exp.seeds)}")
         started = time.perf_counter()
+        if exp.train.nproc_per_node * exp.train.nnodes > 1:
+            result = _train_in_processes(context, exp, seeds, config, cache, teacher)
+            return dg.MaterializeResult(metadata={
+                **(result.metadata or {}), "weights": dg.MetadataValue.path(str(weights_path(layout, exp, seeds[0]))),
+                "processes": exp.train.nproc_per_node * exp.train.nnodes,
+                "seconds": round(time.perf_counter() - started, 1)}, data_version=result.data_version)
         runs, trained = train_experiment(layout, ds, exp, seeds, teacher.load, part.experiments, config.options(),
                                          log=context.log.info, warn=context.log.warning, mix=part.mix)
         summary = encoder_summary(exp, ds.name, seeds, runs, trained)
@@ -129,6 +143,28 @@ def build_audio_encoder_asset(partitions: dg.PartitionsDefinition, datasets: dic
         return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
     return audio_encoder
+
+
+def _train_in_processes(context: dg.AssetExecutionContext, exp: Experiment, seeds: list[int], config: AudioEncoderConfig,
+                        cache: CachePaths, teacher: ClipTeacherResource) -> dg.MaterializeResult:
+    """torchrun (or srun + torchrun across nodes) of assets.training.launch; its rank 0 reports back through Pipes."""
+    fields = {k: getattr(teacher, k) for k in ("model_name", "pretrained", "weights_path", "model_config_path",
+                                               "device", "batch_size", "precision", "cache_dir")}
+    try:
+        command = torchrun_command(exp, seeds, str(Path(cache.cache_root).resolve()), fields, config.device,
+                                   config.max_memory_gb, config.torch_threads)
+    except RuntimeError as e:
+        raise dg.Failure(str(e)) from e
+    if exp.train.nnodes > 1:  # rank 0 may run on another node: context in the environment, messages on the shared cache
+        messages = cache.layout().experiment_dir(exp.name) / f"pipes_{context.run.run_id}.jsonl"
+        messages.parent.mkdir(parents=True, exist_ok=True)
+        client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT), context_injector=dg.PipesEnvContextInjector(),
+                                          message_reader=dg.PipesFileMessageReader(str(messages)))
+    else:
+        client = dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT))
+    context.log.info(f"{exp.name}: {exp.train.nproc_per_node} x {exp.train.nnodes} processes: {' '.join(command[:12])} ...")
+    invocation = client.run(context=context, command=command, env={"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+    return invocation.get_materialize_result()
 
 
 def build_retrieval_metrics_asset(partitions: dg.PartitionsDefinition,

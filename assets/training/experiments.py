@@ -176,6 +176,10 @@ class TrainSpec:
     time_mask: int = 0
     num_workers: int | None = None  # threads assembling batches ahead; None: 1 on CUDA, 0 (in the loop) on the CPU
     prefetch: int = 4  # batches queued ahead of the device
+    # processes (torchrun's --nproc_per_node and --nnodes): > 1 trains under DDP, launched by the audio_encoder
+    # asset through Dagster Pipes; batch_size stays the global batch (split evenly over the ranks)
+    nproc_per_node: int = 1
+    nnodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,10 @@ class Experiment:
                 d["loss"].pop(k)
         if not self.train.mix:  # added with the mixture: single-dataset runs keep their fingerprints
             d["train"].pop("mix")
+        for k in ("nproc_per_node", "nnodes"):  # where it runs; only the world size changes per-rank random draws
+            d["train"].pop(k)
+        if self.train.nproc_per_node * self.train.nnodes > 1:
+            d["world_size"] = self.train.nproc_per_node * self.train.nnodes
         if "dense" in d and not self.dense.patch_token_cache:
             d["dense"].pop("patch_token_cache")
         d["seed"] = seed
@@ -385,11 +393,14 @@ def validate(exp: Experiment) -> None:
                              ("eval.size", exp.eval.size, 2), ("model.segments", exp.model.segments, 1),
                              ("train.freq_mask", exp.train.freq_mask, 0),
                              ("train.time_mask", exp.train.time_mask, 0),
-                             ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0)):
+                             ("train.num_workers", 0 if exp.train.num_workers is None else exp.train.num_workers, 0),
+                             ("train.nproc_per_node", exp.train.nproc_per_node, 1), ("train.nnodes", exp.train.nnodes, 1)):
         if not isinstance(value, int) or value < low:
             fail(f"{name} must be an integer >= {low}, got {value!r}")
-    if exp.batch_size % exp.grad_accum:
-        fail(f"batch_size {exp.batch_size} must be a multiple of grad_accum {exp.grad_accum}")
+    world = exp.train.nproc_per_node * exp.train.nnodes if isinstance(exp.train.nproc_per_node, int) else 1
+    if exp.batch_size % (exp.grad_accum * world):
+        fail(f"batch_size {exp.batch_size} must be a multiple of grad_accum {exp.grad_accum} x "
+             f"{world} processes (nproc_per_node x nnodes): every rank takes an equal part of the batch")
     if not exp.seeds or len(set(exp.seeds)) != len(exp.seeds):
         fail(f"seeds must be a non-empty list of distinct integers, got {list(exp.seeds)}")
     if exp.train.mix:

@@ -64,8 +64,8 @@ from assets.training.checkpoint import latest_checkpoint, load_checkpoint, save_
 from assets.training.class_labels import ClassLabels
 from assets.training.data import Batch, BatchLoader, ClipSet, rank_slice
 from assets.training.dense_evaluation import dense_features, dense_retrieval_report
-from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
 from assets.training.distributed import barrier, broadcast_object, gather_tree, is_main, world
+from assets.training.evaluation import AudioOutput, embed_clips, encode_audio, retrieval_report
 from assets.training.experiments import Experiment
 from assets.training.mined_batches import MinedPairBatches
 from assets.training.optim import OptimConfig, build_optimizer, build_scheduler, clip_gradients_per_tensor, lr_scale

@@ -2,7 +2,8 @@
 retrieval_metrics -> ablation_report, for the audio ViT (InfoNCE two seeds, mined positives in
 the mask reading, Multiframe Match), DaveNet on spoken captions (InfoNCE, and seed 000's pairs with
 the oracle table), audio-text fine-tuning from a checkpoint, and DenseAV (one head, scored for
-localisation; two heads on VGGSound + Places speech, with the head split)."""
+localisation; two heads on VGGSound + Places speech, with the head split), and a DDP run launched
+through Dagster Pipes (torchrun, 2 processes on the CPU) against its single-process twin."""
 
 import json
 from dataclasses import replace
@@ -50,6 +51,9 @@ EXPERIMENTS = {
                  "loss": {"kind": "speechclip", "mode": "cascaded", "keywords": 2, "learnable_temperature": False},
                  "batch_size": 4, "eval": {"split": "val"}},
     "t_ccl": {"dataset": "synthav_vggsound", "model": TINY_VIT, "loss": {"kind": "ccl", "teachers": ["image", "text"]}},
+    "t_ddp": {"dataset": "synthav_vggsound", "model": TINY_VIT,  # t_mined on 2 processes (torchrun through Pipes)
+              "loss": {"kind": "mined", "mode": "mask", "tables": ["org", "t2t", "i2t"], "k": 3},
+              "train": {"splits": ["train"], "nproc_per_node": 2}},
     "t_ft": {"dataset": "synthav_audiocaps", "stage": "audio_text", "init_from": "t_base", "model": TINY_VIT,
              "seeds": [0, 1], "eval": {"split": "test", "val_split": "val", "val_size": 4}},
 }
@@ -99,6 +103,20 @@ def test_every_experiment_is_a_partition_and_materialises(trained):
             run_json = json.loads((run_dir(cache, load_all_experiments()[name], seed) / "run.json").read_text())
             assert [h["epoch"] for h in run_json["history"]] == [0, 1]
             assert all(np.isfinite(h["loss"]) for h in run_json["history"])
+
+
+def test_a_two_process_run_launched_through_pipes_trains_what_one_process_trains(trained):
+    defs, instance, cache, runs = trained
+    ddp, one = _meta(runs["t_ddp"], ["experiments", "audio_encoder"]), _meta(runs["t_mined"], ["experiments", "audio_encoder"])
+    assert ddp["processes"] == 2 and ddp["trained_now"] == [0] and ddp["train_clips"] == one["train_clips"]
+    assert "| seed |" in ddp["runs"] and ddp["batch_positives"] == one["batch_positives"]  # rank 0's report, via Pipes
+    exps = load_all_experiments()
+    assert exps["t_ddp"].fingerprint(0) != exps["t_mined"].fingerprint(0)  # the world size is part of the run
+    a, b = (json.loads((run_dir(cache, exps[n], 0) / "run.json").read_text()) for n in ("t_ddp", "t_mined"))
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    np.testing.assert_allclose([h["loss"] for h in a["history"]], [h["loss"] for h in b["history"]], rtol=1e-4)
+    logs = [e.message for e in instance.all_logs(runs["t_ddp"].run_id) if e.message]
+    assert any("rank 0 of 2" in m for m in logs) and any("epoch 2/2" in m for m in logs)  # rank 0's log lines
 
 
 def test_mined_pairs_meet_in_their_batches_and_the_statistics_are_reported(trained):
