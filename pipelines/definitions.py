@@ -6,7 +6,9 @@ the `experiments` group: audio_encoder and retrieval_metrics partitioned by expe
 
 The CLIP teacher resource comes from the environment (`ClipTeacherResource.from_env`):
 ViT-B-32/openai by default, the tiny teacher with CLIPKT_TEACHER=tiny (the Makefile's choice
-for the demo), in which case the embedding assets depend on teacher/tiny_clip.
+for the demo), in which case the embedding assets depend on teacher/tiny_clip. The executor too
+(`pipelines.executors`): Dagster's multiprocess default, or Dask with CLIPKT_EXECUTOR=dask
+(docs/distributed.md).
 
     dagster dev -w workspace.yaml
     dagster job execute -m pipelines.definitions -j synthav_vggsound_manifest_job
@@ -28,6 +30,7 @@ from assets.mining.assets import (TINY_TEACHER_KEY, build_image_embeddings_asset
                                   build_text_embeddings_asset, build_tiny_teacher_asset)
 from assets.training.assets import ENCODER_KEY, METRICS_KEY, REPORT_KEY, build_experiment_assets
 from assets.training.experiments import load_all_experiments
+from pipelines.executors import executor_from_env
 from pipelines.jobs import (embedding_job, experiment_job, keyword_job, localisation_job, manifest_job, neighbors_job,
                             report_job, shard_job, stats_job, teacher_job)
 from pipelines.partitions import shard_partitions
@@ -68,7 +71,7 @@ def build_definitions() -> dg.Definitions:
                    build_keyword_asset(partitions, datasets)]
         jobs += [experiment_job(ENCODER_KEY, METRICS_KEY), localisation_job(LOCALISATION_KEY), keyword_job(KEYWORDS_KEY),
                  report_job(REPORT_KEY)]
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors,
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors, executor=executor_from_env(),
                           resources={"cache": cache, "teacher": ClipTeacherResource.from_env(cache.layout())})
 
 

@@ -26,6 +26,7 @@ from assets.mining.teacher_embedding import (CODE_VERSION as EMBEDDING_CODE_VERS
                                              teacher_key, text_embedding_rows)
 from assets.mining.tiny_teacher import (CODE_VERSION as TINY_CODE_VERSION, TINY_TEACHER_FIT_FIELDS, FitConfig,
                                         TinyTeacherParams, build_tiny_teacher, loss_plot, recall_table)
+from pipelines.executors import GPU_OP_TAGS
 from pipelines.resources import CachePaths, ClipTeacherResource
 
 TINY_TEACHER_KEY = dg.AssetKey(["teacher", "tiny_clip"])
@@ -127,7 +128,7 @@ def _embedding_asset(ds: DatasetConfig, shards, name: str, source: str, teacher_
         key=key, group_name=ds.name, kinds={"pytorch", "parquet"}, partitions_def=shards,
         code_version=EMBEDDING_CODE_VERSION, deps=[dg.AssetKey([ds.name, source]), *([teacher_asset] if teacher_asset else [])],
         check_specs=[dg.AssetCheckSpec(UNIT_NORM_CHECK, asset=key, description="every stored vector is finite and unit-norm")],
-        description=description, **kwargs)
+        op_tags=GPU_OP_TAGS, description=description, **kwargs)
 
 
 def build_image_embeddings_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsDefinition,
@@ -222,7 +223,7 @@ def build_neighbor_tables_asset(ds: DatasetConfig, shards: dg.DynamicPartitionsD
 
     @dg.asset(
         key=key, group_name=ds.name, kinds={"faiss", "parquet"}, code_version=TABLES_CODE_VERSION,
-        deps=[dg.AssetKey([ds.name, i]) for i in inputs],
+        deps=[dg.AssetKey([ds.name, i]) for i in inputs], op_tags=GPU_OP_TAGS,  # faiss: every GPU the worker sees
         check_specs=[dg.AssetCheckSpec(IDS_CHECK, asset=key, description="neighbour ids are clip rows (-1 only as padding "
                                                                       "at a row's tail); no self-matches outside org"),
                      dg.AssetCheckSpec(ORDER_CHECK, asset=key, description="every query's neighbours are sorted by score")],

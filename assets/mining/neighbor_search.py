@@ -22,12 +22,17 @@ unit vectors is far below that), then sorts those rows canonically. Neighbour id
 are then a function of the candidate sets only: identical across chunk sizes, thread counts
 and CPU/GPU, and exact flat search returns `brute_force_topk`'s ids; scores outside tie
 runs are faiss's, within float32 rounding (~1e-7) of the canonical ones.
+
+GPUs (faiss-gpu; `use_gpu`): `build_index` puts a flat or IVF index on every visible GPU when there
+are several (replicated, or sharded when its vectors exceed GPU_SHARD_BYTES), else on GPU 0; a
+failed copy falls back to one GPU, then to the CPU, with a logged warning (`to_gpus`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -38,8 +43,15 @@ import pyarrow.parquet as pq
 
 from assets.core.atomic_io import atomic_path
 
+log = logging.getLogger(__name__)
+
 NORM_TOL = 1e-3
 GPU_MAX_K = 2048
+# Several GPUs: an index whose vectors exceed this is sharded across them (each holds 1/n of the keys,
+# every query goes to all), a smaller one replicated (each holds all keys, the queries are split).
+# Replicas search n times faster but need the whole index on each GPU; 8 GiB leaves room on a 16 GB
+# card for faiss's temporary memory. AudioSet's 1.67M x 512 float32 keys (3.4 GB) are replicated.
+GPU_SHARD_BYTES = 8 << 30
 # Extra candidates fetched beyond what is returned, so that float32 rounding in faiss can
 # never push a true top-k item out of the candidate set before the canonical re-scoring.
 MARGIN = 8
@@ -67,7 +79,8 @@ class SearchParams:
     ef_search: int = 128
     ivf_train_per_list: int = 64  # IVF k-means trains on at most this many sampled keys per list
     chunk_rows: int = 4096  # queries per search call: memory stays bounded
-    use_gpu: bool | None = None  # None: GPU when faiss has GPU support and a GPU is visible
+    use_gpu: bool | None = None  # None: GPU when faiss has GPU support and a GPU is visible (all of them, if several)
+    gpu_shard: bool | None = None  # several GPUs: shard (True) or replicate (False); None: shard above GPU_SHARD_BYTES
     seed: int = 0  # IVF k-means training seed
 
 
@@ -302,15 +315,61 @@ def build_index(keys: np.ndarray, p: SearchParams) -> faiss.Index:
         raise ValueError(f"index must be 'flat', 'ivf' or 'hnsw', got {p.index!r}")
     index.add(keys)
     if p.index != "hnsw" and _gpu_wanted(p):  # faiss has no GPU HNSW
-        res = faiss.StandardGpuResources()
-        gpu = faiss.index_cpu_to_gpu(res, 0, index)
-        gpu.referenced_objects = [res]
-        return gpu
+        return to_gpus(index, keys, p)
     return index
 
 
+def to_gpus(index: faiss.Index, keys: np.ndarray, p: SearchParams) -> faiss.Index:
+    """The CPU index on every visible GPU (sharded or replicated, `gpu_shard`), else on GPU 0, else,
+    when copying fails (out of memory, a driver error), the CPU index itself, each failure logged as a
+    warning. Search results do not depend on the choice (`search` re-scores canonically)."""
+    gpus = faiss.get_num_gpus()
+    if gpus > 1:
+        shard = p.gpu_shard if p.gpu_shard is not None else keys.nbytes > GPU_SHARD_BYTES
+        try:
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = bool(shard)
+            return _mark_gpu(faiss.index_cpu_to_all_gpus(index, co=options), keys, gpus)
+        except Exception as e:  # any faiss or CUDA error: one GPU, then the CPU
+            log.warning("faiss: %s the index over %d GPUs failed (%s: %s); trying one GPU",
+                        "sharding" if shard else "replicating", gpus, type(e).__name__, e)
+    try:
+        res = faiss.StandardGpuResources()
+        gpu = faiss.index_cpu_to_gpu(res, 0, index)
+        gpu.referenced_objects = [res]
+        return _mark_gpu(gpu, keys, 1)
+    except Exception as e:
+        log.warning("faiss: moving the index to GPU 0 failed (%s: %s); searching on the CPU", type(e).__name__, e)
+        return index
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Kept in a GPU index's referenced_objects (faiss's keep-alive list; its proxies take no other
+    attribute): how many GPUs hold it and its key vectors, since a multi-GPU index (IndexShards or
+    IndexReplicas) neither says it is on a GPU nor stores its vectors where `_stored_vectors` looks."""
+    gpus: int
+    keys: np.ndarray = field(repr=False)
+
+
+def _mark_gpu(index: faiss.Index, keys: np.ndarray, gpus: int) -> faiss.Index:
+    index.referenced_objects = [*(getattr(index, "referenced_objects", None) or []), GpuPlacement(gpus, keys)]
+    return index
+
+
+def gpu_placement(index: faiss.Index) -> GpuPlacement | None:
+    return next((o for o in getattr(index, "referenced_objects", None) or [] if isinstance(o, GpuPlacement)), None)
+
+
+def on_gpu(index: faiss.Index) -> bool:
+    return gpu_placement(index) is not None or "Gpu" in type(faiss.downcast_index(index)).__name__
+
+
 def _stored_vectors(index: faiss.Index) -> np.ndarray:
-    """The index's key vectors (zero-copy for flat and HNSW-flat on CPU, else reconstructed)."""
+    """The index's key vectors (zero-copy for flat and HNSW-flat on CPU and for GPU indexes, else reconstructed)."""
+    placement = gpu_placement(index)
+    if placement is not None:
+        return placement.keys
     idx = faiss.downcast_index(index)
     if isinstance(idx, faiss.IndexHNSW):
         idx = faiss.downcast_index(idx.storage)
@@ -323,7 +382,10 @@ def _stored_vectors(index: faiss.Index) -> np.ndarray:
 
 def _configure(index: faiss.Index, p: SearchParams) -> None:
     idx = faiss.downcast_index(index)
-    if isinstance(idx, faiss.IndexHNSW):
+    if isinstance(idx, (faiss.IndexReplicas, faiss.IndexShards)):  # several GPUs: each copy or shard
+        for i in range(idx.count()):
+            _configure(idx.at(i), p)
+    elif isinstance(idx, faiss.IndexHNSW):
         idx.hnsw.efSearch = p.ef_search
     elif hasattr(idx, "nprobe"):
         idx.nprobe = p.nprobe
@@ -361,7 +423,7 @@ def search(
             raise ValueError(f"keys: shape {keys.shape} does not match the index ({n_keys}, {d})")
     need = p.k + (exclude is not None)
     limit = n_keys
-    if "Gpu" in type(faiss.downcast_index(index)).__name__:
+    if on_gpu(index):
         if need > GPU_MAX_K:
             raise ValueError(f"GPU search supports k <= {GPU_MAX_K}; k={p.k} needs {need}")
         limit = min(limit, GPU_MAX_K)
