@@ -17,9 +17,13 @@ KEYWORD_JOB = "keyword_job"
 REPORT_JOB = "ablation_report_job"
 
 
-def _job(name: str, *selection: dg.AssetKey | dg.AssetsDefinition, description: str) -> AssetJob:
+GPU_TRAINING_RUN_TAG = {"clipkt/gpu_training": "true"}  # deploy/dagster.yaml queues these one at a time
+
+
+def _job(name: str, *selection: dg.AssetKey | dg.AssetsDefinition, description: str,
+         tags: dict[str, str] | None = None) -> AssetJob:
     """An asset job over exactly these assets (partitioning inferred from them)."""
-    return dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection), description=description)
+    return dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection), description=description, tags=tags)
 
 
 def manifest_job_name(ds: DatasetConfig) -> str:
@@ -72,7 +76,8 @@ def teacher_job(teacher_key: dg.AssetKey) -> AssetJob:
 
 def experiment_job(encoder_key: dg.AssetKey, metrics_key: dg.AssetKey) -> AssetJob:
     return _job(EXPERIMENT_JOB, encoder_key, metrics_key,
-                description="Train one experiment's seeds and evaluate them (partition = experiment; a backfill is an ablation).")
+                description="Train one experiment's seeds and evaluate them (partition = experiment; a backfill is an ablation).",
+                tags=GPU_TRAINING_RUN_TAG)
 
 
 def localisation_job(localisation_key: dg.AssetKey) -> AssetJob:
