@@ -78,7 +78,7 @@ def torchrun_command(exp, seeds: list[int], cache_root: str, teacher: dict, devi
         return [*torchrun, "--standalone", "--nnodes", "1", *entry]
     if "SLURM_JOB_ID" not in environ:
         raise RuntimeError(f"{exp.path}: train.nnodes {t.nnodes} needs a SLURM allocation of {t.nnodes} nodes around "
-                           "the Dagster run worker (sbatch or salloc; see docs/training.md#several-nodes)")
+                           "the Dagster run worker (sbatch or salloc; see docs/distributed-training.md#several-nodes-slurm)")
     head = environ.get("MASTER_ADDR") or socket.gethostname()
     return ["srun", f"--nodes={t.nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *torchrun,
             "--nnodes", str(t.nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{head}:{environ.get('MASTER_PORT', '29500')}",

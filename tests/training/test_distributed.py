@@ -156,3 +156,18 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_an_error(batch_size, monk
     monkeypatch.setattr(trainer_module, "world", lambda: (0, 4))
     with pytest.raises(ValueError, match="equal per-rank batches"):
         _trainer(_exp(batch_size=batch_size), tmp_path)
+
+
+def test_torchrun_command_for_one_node_and_for_slurm_nodes():
+    from assets.training.launch import torchrun_command
+
+    one = torchrun_command(_exp(train={"nproc_per_node": 2}), [3], "/cache", {"model_name": "m"}, environ={})
+    assert one[1:7] == ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "--nnodes"]
+    assert one[one.index("--experiment") + 1] == "t" and one[-2:] == ["--seeds", "3"]
+    two = _exp(train={"nproc_per_node": 4, "nnodes": 2})
+    with pytest.raises(RuntimeError, match="needs a SLURM allocation of 2 nodes"):
+        torchrun_command(two, [], "/cache", {}, environ={})
+    cmd = torchrun_command(two, [], "/cache", {}, environ={"SLURM_JOB_ID": "7", "MASTER_ADDR": "node1"})
+    assert cmd[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
+    assert cmd[cmd.index("--rdzv_endpoint") + 1] == "node1:29500" and cmd[cmd.index("--rdzv_id") + 1] == "7"
+    assert "--seeds" not in cmd and "--standalone" not in cmd
