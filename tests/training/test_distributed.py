@@ -9,18 +9,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from open_clip.model import CLIP
 from safetensors.torch import load_file
+from test_trainer import MODEL, TINY, D, N, tiny_clips  # the same tiny clip set and model
 
 from assets.caches.fbank_stats import Normaliser
-from assets.training.data import BatchLoader, ClipSet
+from assets.training.data import BatchLoader
 from assets.training.distributed import ProcessGroupEnv, gather, gather_tree, gather_with_grad
 from assets.training.experiments import parse_experiment
 from assets.training.trainer import FINAL_WEIGHTS, Trainer, TrainInputs
 from models.audio_encoder import build_audio_encoder
 
-TINY = {"embed_dim": 8, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
-        "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
-MODEL = {"kind": "audio_vit", "time_frames": 48, "mel_bins": 16, "patch": [16, 16], "stride": [8, 16]}
-N, L, D, BATCH = 24, 4, 8, 8
+BATCH = 8
 CASES = {
     "infonce": {},
     "mined_pairs": {"loss": {"kind": "mined", "tables": ["t2t", "i2t", "t2i"], "k": 2}},
@@ -31,14 +29,6 @@ CASES = {
 # Measured (2 ranks): losses bit-identical to one process; gradients within 3e-7 of the largest gradient
 # (float32 sums in another order: the encoder on half batches, the all-reduce).
 LOSS_RTOL, GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-5, 1e-7
-
-
-def _clips() -> ClipSet:
-    rng = np.random.default_rng(0)
-    frames = rng.standard_normal((N, L, D)).astype(np.float32)
-    frames /= np.linalg.norm(frames, axis=2, keepdims=True)
-    return ClipSet([f"c{i}" for i in range(N)], ["train"] * N, rng.standard_normal((N, 48, 16)).astype(np.float16),
-                   np.full(N, 48), frames)
 
 
 def _exp(**over):
@@ -55,7 +45,7 @@ def _trainer(exp, out) -> Trainer:
     if exp.loss.kind == "mined":
         ring = (np.arange(N)[:, None] + np.array([1, 5, 9])[None, :]) % N  # partners across both ranks' halves
         neighbours = {t: ring for t in exp.loss.tables if t != "org"}
-    inputs = TrainInputs(_clips(), Normaliser({"mean": 0.5, "std": 2.0}), neighbours, groups=np.arange(N) % 6)
+    inputs = TrainInputs(tiny_clips(), Normaliser({"mean": 0.5, "std": 2.0}), neighbours, groups=np.arange(N) % 6)
     return Trainer(exp, 3, model, inputs, out, torch.device("cpu"), log=lambda _: None)
 
 

@@ -26,13 +26,18 @@ def visual():
     return CLIP(**TINY).visual
 
 
-@pytest.fixture(scope="module")
-def clips():
+def tiny_clips() -> ClipSet:
+    """N clips of random (48, 16) features and L unit frame embeddings of width D."""
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((N, L, D)).astype(np.float32)
     frames /= np.linalg.norm(frames, axis=2, keepdims=True)
     return ClipSet([f"c{i}" for i in range(N)], ["train"] * N, rng.standard_normal((N, 48, 16)).astype(np.float16),
                    np.full(N, 48), frames)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return tiny_clips()
 
 
 def _exp(**over):
